@@ -1,0 +1,37 @@
+# Quick start: `make demo` (a small real training run on CPU) and `make test` (the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DATA ?= .cache/demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench lint clean
+
+install: $(VENV)/.installed
+
+# Re-installs whenever pyproject.toml changes; a fresh clone gets a fresh venv.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(PY) tools/build_demo_data.py --out $(DEMO_DATA)
+	$(PY) -m internevo_jax.train --config configs/demo.py --launcher local
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+bench: install
+	$(PY) benchmarks/bench_train_step.py
+
+lint: install
+	$(PY) -m ruff check internevo_jax tools tests benchmarks
+	$(PY) -m ruff format --check internevo_jax tools tests benchmarks
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache

@@ -1,0 +1,33 @@
+"""The one exception type the checkpoint package raises for problems the user can fix."""
+
+from __future__ import annotations
+
+import errno
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be saved or loaded; the message is one paragraph naming the path and the fix."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True when `err` (or anything in its cause chain) says the disk is full.
+
+    TensorStore reports ENOSPC as a ValueError whose text carries the OS message, not as an
+    OSError, so the text is checked as well as errno.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        text = str(err)
+        if "No space left on device" in text or "ENOSPC" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's text, shortened: enough to name the cause in a one-paragraph message."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,403 @@
+"""Typed sections of a training config, with InternEvo's defaults.
+
+Field names are InternEvo's config keys, so a section's fields are exactly the keys its dict may
+hold. Defaults follow InternEvo's ``args_sanity_check`` (internlm/initialize/launch.py), its
+model builders and its demo configs; docs/config.md lists where each default comes from. Fields
+typed ``X | None`` with a None default and a "derived" comment are filled from other values by
+``resolve.py`` (e.g. ``data.packed_length``); after loading they hold the resolved value.
+
+All sections are frozen: a Config is passed around explicitly and never mutated. Use
+``dataclasses.replace`` or ``config_from_dict(..., overrides=...)`` for variants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# dtype string -> (jnp dtype name, jax.default_matmul_precision value or None).
+# "torch.tf32" computes in float32 with TF32 matmuls, as InternEvo's allow_tf32 switch does.
+DTYPES: dict[str, tuple[str, str | None]] = {
+    "torch.float16": ("float16", None),
+    "torch.half": ("float16", None),
+    "float16": ("float16", None),
+    "fp16": ("float16", None),
+    "torch.bfloat16": ("bfloat16", None),
+    "bfloat16": ("bfloat16", None),
+    "bf16": ("bfloat16", None),
+    "torch.float32": ("float32", "highest"),
+    "float32": ("float32", "highest"),
+    "fp32": ("float32", "highest"),
+    "torch.tf32": ("float32", "tensorfloat32"),
+    "tf32": ("float32", "tensorfloat32"),
+}
+TENSOR_MODES = ("mtp", "msp", "fsp", "isp")
+PIPELINE_MODES = ("1F1B", "ZBH1", "ZBV")
+REMAT_POLICIES = ("full", "save_matmuls", "none")
+NORM_TYPES = ("rmsnorm", "layernorm")
+CKPT_CONTENT = ("model", "sampler", "optimizer", "scheduler", "all")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    seq_len: int = 2048
+    micro_num: int = 1
+    micro_bsz: int = 1
+    packed_length: int | None = None  # derived: always seq_len * micro_bsz (InternEvo forces it)
+    gradient_accumulation: int | None = None  # derived: micro_num
+    batch_size: int | None = None  # derived: micro_num (InternEvo's alias)
+    valid_micro_num: int | None = None  # derived: micro_num when absent
+    valid_every: int = 0  # 0 disables evaluation
+    pack_sample_into_one: bool = False
+    total_steps: int = 50000
+    skip_batches: str | None = ""
+    rampup_batch_size: str | None = ""
+    min_length: int = 0
+    min_length_dict: dict[str, Any] | None = None
+    train_folder: str | None = None  # None -> mock data
+    valid_folder: str | None = None
+    type: str = "tokenized"
+    tokenizer_path: str | None = None
+    subset_name: str | None = None
+    fixed_random_dataset_seqlen: bool = True
+    num_worker: int = 4
+    seed: int | None = None  # derived: the top-level seed when absent
+    use_packed_dataset: bool = True
+    use_shm: bool = False
+    shm_path: str | None = None
+    empty_cache_and_diag_interval: int = 50
+    diag_outlier_ratio: float = 1.1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    checkpoint: bool | float = False  # True/False or the fraction of leading layers to rematerialise
+    num_chunks: int = 1
+    num_attention_heads: int = 32
+    num_kv_attention_heads: int | None = None  # derived: num_attention_heads when absent
+    embed_split_hidden: bool = False
+    vocab_size: int = 50304
+    embed_grad_scale: float = 1.0
+    parallel_output: bool = True
+    hidden_size: int = 2048
+    num_layers: int = 48
+    mlp_ratio: float = 4.0
+    multiple_of: int = 256
+    apply_post_layer_norm: bool = False
+    dtype: str = "torch.float16"
+    norm_type: str = "rmsnorm"
+    layer_norm_epsilon: float = 1e-5
+    use_flash_attn: bool = True
+    rope_base: float = 10000.0
+    no_bias: bool = False
+    qk_interleaved: bool | None = None  # derived: (not adapt_hf) when adapt_hf is given, else False
+    adapt_hf: bool | None = None
+    max_position_embeddings: int = 2048
+    use_dynamic_ntk_rope: bool = False
+    residual_in_fp32: bool = False
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    is_reward: bool = False
+    dropout_selective_checkpoint: bool = True
+    use_scaled_init: bool = True
+    use_swiglu: bool = True
+    norm_head: bool = False
+    deepnorm: bool = False
+    init_type: str = "normal"
+    embedding_init_std: float | None = None  # None: the model family's own init
+    attn_wqkv_init_std: float | None = None
+    attn_other_init_std: float | None = None
+    ffn_uplayer_init_std: float | None = None
+    ffn_other_init_std: float | None = None
+    out_head_init_std: float | None = None
+    mlp_layer_fusion: bool = False
+    num_experts: int = 1
+    top_k: int = 1
+    num_shared_experts: int = 0
+    moe_use_residual: bool = False
+    moe_type: str = "GShard"
+    moe_layer_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Extensions of this project (docs/config.md).
+    attention_backend: str = "auto"
+    scan_layers: bool = False
+    remat_policy: str = "full"
+
+    @property
+    def compute_dtype(self) -> Any:
+        """The jnp dtype layers compute in (parameters stay float32)."""
+        import jax.numpy as jnp  # deferred: reading a config should not need jax started
+
+        return getattr(jnp, DTYPES[self.dtype][0])
+
+    @property
+    def matmul_precision(self) -> str | None:
+        """A ``jax.default_matmul_precision`` value, or None to keep JAX's default."""
+        return DTYPES[self.dtype][1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        """int(hidden_size * mlp_ratio) rounded up to a multiple of ``multiple_of`` (4096*8/3 -> 11008)."""
+        hidden = int(self.hidden_size * self.mlp_ratio)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    @property
+    def checkpoint_layers(self) -> int:
+        """How many leading layers are rematerialised: True -> all, False -> 0, f -> int(layers * f)."""
+        if self.checkpoint is True:
+            return self.num_layers
+        if self.checkpoint is False:
+            return 0
+        return int(self.num_layers * self.checkpoint)
+
+
+@dataclass(frozen=True)
+class ZeroConfig:
+    size: int = -1  # <= 0: the whole data-parallel group; 1: no sharding; else a divisor of dp
+    fsdp: bool = False
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    size: int = 1
+    mode: str = "mtp"
+    enable_vit: bool = False
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    size: int = 1
+    interleaved_overlap: bool = False
+    mode: str = "1F1B"
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    size: int = 1
+    overlap: bool = False
+    memory_pool: bool = False
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    zero1: ZeroConfig = field(default_factory=ZeroConfig)
+    tensor: TensorConfig = field(default_factory=TensorConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    weight: WeightConfig = field(default_factory=WeightConfig)
+    sequence_parallel: bool = False  # derived: tensor.mode in (msp, fsp, isp)
+    expert: dict[str, Any] = field(default_factory=dict)
+    expert_weight: dict[str, Any] = field(default_factory=dict)
+    expert_zero1: dict[str, Any] = field(default_factory=dict)
+    sequence_2D: dict[str, Any] = field(default_factory=dict)
+    gqa: bool = False
+
+
+@dataclass(frozen=True)
+class LoadCkptInfo:
+    path: str = ""
+    content: tuple[str, ...] = ("model",)
+    ckpt_type: str = "internevo"  # "internlm" is read as "internevo"
+
+
+@dataclass(frozen=True)
+class CkptConfig:
+    enable_save_ckpt: bool = True
+    save_ckpt_folder: str | None = None  # derived: "local:<run_dir>/checkpoints" when saving is on
+    load_ckpt_folder: str | None = None
+    load_ckpt_info: LoadCkptInfo | None = None  # derived from the legacy keys when absent
+    auto_resume: bool | None = None  # derived: True, or (not load_given_ckpt) for legacy configs
+    checkpoint_every: int | None = 100  # None (or inf in a file): never on a step count
+    async_upload: bool = False
+    async_upload_tmp_folder: str | None = "/dev/shm/internlm_tmp_ckpt/"
+    oss_snapshot_freq: int | None = None  # None (or inf): no snapshots
+    stop_file_path: str | None = None
+    snapshot_ckpt_folder: str | None = None
+    universal_ckpt: dict[str, Any] = field(default_factory=dict)
+    load_model_only_folder: str | None = None  # legacy
+    load_given_ckpt: bool | None = None  # legacy
+    load_optimizer: bool = True  # legacy
+    keep_last_n: int | None = None  # extension: keep only the newest N checkpoints
+
+
+@dataclass(frozen=True)
+class Fp16ScalerConfig:
+    initial_scale: float = 2.0**16
+    min_scale: float | None = 1.0
+    growth_interval: int = 1000
+
+
+@dataclass(frozen=True)
+class GradScalerConfig:
+    fp16: Fp16ScalerConfig = field(default_factory=Fp16ScalerConfig)
+    growth_factor: float = 2.0
+    backoff_factor: float = 0.5
+    max_scale: float | None = 2.0**24
+    hysteresis: int = 2
+
+
+@dataclass(frozen=True)
+class HybridZeroOptimizerConfig:
+    overlap_sync_grad: bool = False
+    overlap_sync_param: bool = False
+    reduce_bucket_size: int = 512 * MIB
+    clip_grad_norm: float = 0.0  # 0 disables clipping
+    zero_overlap_communication: bool | None = None
+    use_split_tensor_optim: bool = False
+    all_gather_size: int = 512 * MIB
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    label_smoothing: float = 0.0
+    moe_loss_coeff: float = 1.0
+    op_type: str | None = None
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    lr: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_beta2_c: float = 0.0
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.01
+    exclude_norm_and_bias_from_decay: bool = False  # extension; InternEvo decays everything
+
+
+@dataclass(frozen=True)
+class LrSchedulerConfig:
+    total_steps: int | None = None  # derived: data.total_steps when absent
+    init_steps: int = 0
+    warmup_ratio: float = 0.01
+    eta_min: float = 1e-5
+    last_epoch: int = -1
+
+
+@dataclass(frozen=True)
+class Beta2SchedulerConfig:
+    init_beta2: float | None = None  # derived: adam.adam_beta2
+    c: float | None = None  # derived: adam.adam_beta2_c
+    cur_iter: int = -1
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    enable_feishu_alert: bool = False
+    feishu_alert_address: str | None = None
+    light_monitor_address: str | None = None
+    alert_file_path: str | None = None
+
+
+@dataclass(frozen=True)
+class TensorboardConfig:
+    queue_max_length: int = 1
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    alert: AlertConfig = field(default_factory=AlertConfig)
+    tensorboard: TensorboardConfig = field(default_factory=TensorboardConfig)
+
+
+# Top-level dict sections: config-file name -> dataclass.
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "parallel": ParallelConfig,
+    "ckpt": CkptConfig,
+    "grad_scaler": GradScalerConfig,
+    "hybrid_zero_optimizer": HybridZeroOptimizerConfig,
+    "loss": LossConfig,
+    "adam": AdamConfig,
+    "lr_scheduler": LrSchedulerConfig,
+    "beta2_scheduler": Beta2SchedulerConfig,
+    "monitor": MonitorConfig,
+}
+# Top-level scalar keys with a meaning here: name -> (type, default).
+SCALARS: dict[str, tuple[Any, Any]] = {
+    "model_type": (str, "INTERNLM"),
+    "use_fp32_norm": (bool, False),
+    "cudnn_deterministic": (bool, False),
+    "cudnn_benchmark": (bool, False),
+    "seed": (int, 1024),
+    "run_dir": (str | None, None),
+    "enable_tb": (bool, True),
+    "tensorboard_folder": (str | None, None),
+    "resume_tb_folder": (str | None, None),
+}
+# Top-level InternEvo keys accepted and kept in Config.extra; none of them changes training here.
+EXTRA_KEYS = (
+    "alert_address",
+    "batch_count",
+    "selective_checkpoint",
+    "grad_profiling",
+    "metric_dtype",
+    "generation",
+    "use_apex_adam",
+    "tensorboard",
+)
+DEFAULT_JOB_NAME = "AnonymousJob"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A resolved, validated training config. Build one with load_config or config_from_dict."""
+
+    job_name: str = DEFAULT_JOB_NAME
+    model_type: str = "INTERNLM"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    grad_scaler: GradScalerConfig = field(default_factory=GradScalerConfig)
+    hybrid_zero_optimizer: HybridZeroOptimizerConfig = field(default_factory=HybridZeroOptimizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    adam: AdamConfig = field(default_factory=AdamConfig)
+    lr_scheduler: LrSchedulerConfig = field(default_factory=LrSchedulerConfig)
+    beta2_scheduler: Beta2SchedulerConfig = field(default_factory=Beta2SchedulerConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    use_fp32_norm: bool = False
+    cudnn_deterministic: bool = False
+    cudnn_benchmark: bool = False
+    seed: int = 1024
+    run_dir: str | None = None  # derived: "runs/<job_name>" when absent
+    enable_tb: bool = True
+    tensorboard_folder: str | None = None
+    resume_tb_folder: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, Any] = field(default_factory=dict)
+    source_path: str | None = None
+    no_effect_keys: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain JSON-serialisable data (derived model sizes included)."""
+        out = _plain(self)
+        out["model"].update(
+            compute_dtype=DTYPES[self.model.dtype][0],
+            matmul_precision=self.model.matmul_precision,
+            head_dim=self.model.head_dim,
+            mlp_hidden_size=self.model.mlp_hidden_size,
+            checkpoint_layers=self.model.checkpoint_layers,
+        )
+        return out
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists; anything not JSON-able -> its repr."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        # json.dumps writes inf/nan as non-standard tokens; strings keep the file valid JSON.
+        return value if value == value and abs(value) != float("inf") else repr(value)
+    return repr(value)

@@ -1,0 +1,210 @@
+"""Value checks on a resolved Config: impossible or unsupported settings raise ConfigError.
+
+Types were checked while building; here each rule names the key, the value and the fix. The
+model registry, not this module, checks ``model_type`` and attention backend names.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ConfigError
+from .schema import CKPT_CONTENT, DTYPES, NORM_TYPES, PIPELINE_MODES, REMAT_POLICIES, TENSOR_MODES, Config
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def require(self, ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{self.source}: '{key}' {message}", key=key, source=self.source)
+
+    def positive(self, value: float, key: str) -> None:
+        self.require(value > 0, key, f"must be greater than 0, got {value!r}.")
+
+    def non_negative(self, value: float, key: str) -> None:
+        self.require(value >= 0, key, f"must be 0 or more, got {value!r}.")
+
+    def one_of(self, value: str, choices, key: str) -> None:
+        self.require(
+            value in choices, key, f"is {value!r}; it must be one of {', '.join(map(repr, choices))}."
+        )
+
+
+_RANGE = re.compile(r"^\s*\d+\s*(-\s*\d+\s*)?$")
+
+
+def _check_data(cfg: Config, c: _Checker) -> None:
+    d = cfg.data
+    for key in ("seq_len", "micro_num", "micro_bsz", "total_steps", "valid_micro_num"):
+        c.positive(getattr(d, key), f"data.{key}")
+    for key in ("valid_every", "min_length", "num_worker"):
+        c.non_negative(getattr(d, key), f"data.{key}")
+    if cfg.parallel.pipeline.size == 1:
+        c.require(
+            d.gradient_accumulation == d.micro_num,
+            "data.gradient_accumulation",
+            f"is {d.gradient_accumulation} but must equal data.micro_num ({d.micro_num}) without pipeline "
+            "parallelism (as in InternEvo); remove gradient_accumulation, micro_num sets it.",
+        )
+    if d.rampup_batch_size:
+        parts = d.rampup_batch_size.split()
+        c.require(
+            len(parts) == 3 and all(p.isdigit() for p in parts),
+            "data.rampup_batch_size",
+            f'is {d.rampup_batch_size!r}; it must be three integers "start increment every" '
+            '(e.g. "192 24 8") or "" to disable.',
+        )
+    if d.skip_batches:
+        c.require(
+            all(_RANGE.match(item) for item in d.skip_batches.split(",")),
+            "data.skip_batches",
+            f'is {d.skip_batches!r}; write comma-separated steps or inclusive ranges like "100-200,350".',
+        )
+
+
+def _check_model(cfg: Config, c: _Checker) -> None:
+    m = cfg.model
+    for key in ("num_layers", "hidden_size", "num_attention_heads", "num_kv_attention_heads", "vocab_size"):
+        c.positive(getattr(m, key), f"model.{key}")
+    for key in ("num_chunks", "multiple_of", "mlp_ratio", "layer_norm_epsilon", "rope_base"):
+        c.positive(getattr(m, key), f"model.{key}")
+    c.require(
+        m.hidden_size % m.num_attention_heads == 0,
+        "model.hidden_size",
+        f"({m.hidden_size}) must be divisible by model.num_attention_heads ({m.num_attention_heads}): "
+        f"{m.hidden_size} % {m.num_attention_heads} = {m.hidden_size % m.num_attention_heads}; "
+        "choose a head count that divides the hidden size.",
+    )
+    c.require(
+        m.num_attention_heads % m.num_kv_attention_heads == 0,
+        "model.num_kv_attention_heads",
+        f"({m.num_kv_attention_heads}) must divide model.num_attention_heads ({m.num_attention_heads}): "
+        f"{m.num_attention_heads} % {m.num_kv_attention_heads} = "
+        f"{m.num_attention_heads % m.num_kv_attention_heads}; each kv head serves a whole group of query heads.",
+    )
+    c.require(
+        m.num_layers % m.num_chunks == 0,
+        "model.num_chunks",
+        f"({m.num_chunks}) must divide model.num_layers ({m.num_layers}): "
+        f"{m.num_layers} % {m.num_chunks} = {m.num_layers % m.num_chunks}.",
+    )
+    if not isinstance(m.checkpoint, bool):
+        c.require(
+            0.0 <= m.checkpoint <= 1.0,
+            "model.checkpoint",
+            f"is {m.checkpoint!r}; it must be True, False or a fraction of layers between 0 and 1.",
+        )
+    c.require(
+        m.dtype in DTYPES,
+        "model.dtype",
+        f'is {m.dtype!r}; supported: "torch.float16", "torch.half", "torch.bfloat16", '
+        f'"torch.float32", "torch.tf32" (or float16/bfloat16/float32/fp16/bf16/fp32/tf32).',
+    )
+    c.one_of(m.norm_type, NORM_TYPES, "model.norm_type")
+    c.one_of(m.remat_policy, REMAT_POLICIES, "model.remat_policy")
+    c.require(bool(m.attention_backend), "model.attention_backend", 'must not be empty; use "auto".')
+    for key in ("drop_rate", "attn_drop_rate"):
+        value = getattr(m, key)
+        c.require(0.0 <= value < 1.0, f"model.{key}", f"must be in [0, 1), got {value!r}.")
+    c.require(
+        m.num_experts == 1,
+        "model.num_experts",
+        f"is {m.num_experts}; mixture-of-experts models are not supported, use 1.",
+    )
+    c.require(not m.is_reward, "model.is_reward", "is True; reward-model heads are not supported, use False.")
+    c.require(
+        not m.deepnorm,
+        "model.deepnorm",
+        "is True; deepnorm is not supported (InternEvo dropped it too), use False.",
+    )
+
+
+def _check_parallel(cfg: Config, c: _Checker) -> None:
+    p = cfg.parallel
+    for key in ("tensor", "pipeline", "weight"):
+        size = getattr(p, key).size
+        c.require(size >= 1, f"parallel.{key}.size", f"must be 1 or more, got {size}.")
+    c.one_of(p.tensor.mode, TENSOR_MODES, "parallel.tensor.mode")
+    c.one_of(p.pipeline.mode, PIPELINE_MODES, "parallel.pipeline.mode")
+    c.require(
+        p.weight.size <= 1 or p.tensor.mode == "isp",
+        "parallel.weight.size",
+        f'is {p.weight.size} but weight parallelism needs parallel.tensor.mode="isp" (InternEvo\'s rule), '
+        f"the mode is {p.tensor.mode!r}; set weight.size=1, or use zero1=dict(size=..., fsdp=True) to shard weights.",
+    )
+
+
+def _check_optim(cfg: Config, c: _Checker) -> None:
+    a = cfg.adam
+    c.non_negative(a.lr, "adam.lr")
+    for key in ("adam_beta1", "adam_beta2"):
+        value = getattr(a, key)
+        c.require(0.0 <= value < 1.0, f"adam.{key}", f"must be in [0, 1), got {value!r}.")
+    c.positive(a.adam_eps, "adam.adam_eps")
+    c.non_negative(a.weight_decay, "adam.weight_decay")
+    s = cfg.lr_scheduler
+    c.require(
+        0.0 <= s.warmup_ratio <= 1.0,
+        "lr_scheduler.warmup_ratio",
+        f"must be between 0 and 1 (a fraction of total_steps), got {s.warmup_ratio!r}.",
+    )
+    c.positive(s.total_steps, "lr_scheduler.total_steps")
+    c.non_negative(s.init_steps, "lr_scheduler.init_steps")
+    c.non_negative(s.eta_min, "lr_scheduler.eta_min")
+    g = cfg.grad_scaler
+    c.positive(g.fp16.initial_scale, "grad_scaler.fp16.initial_scale")
+    c.positive(g.fp16.growth_interval, "grad_scaler.fp16.growth_interval")
+    if g.fp16.min_scale is not None:
+        c.positive(g.fp16.min_scale, "grad_scaler.fp16.min_scale")
+    if g.fp16.min_scale is not None and g.max_scale is not None:
+        c.require(
+            g.fp16.min_scale <= g.max_scale,
+            "grad_scaler.max_scale",
+            f"({g.max_scale}) must not be below grad_scaler.fp16.min_scale ({g.fp16.min_scale}).",
+        )
+    c.require(
+        g.growth_factor >= 1.0, "grad_scaler.growth_factor", f"must be 1 or more, got {g.growth_factor!r}."
+    )
+    c.require(
+        0.0 < g.backoff_factor <= 1.0,
+        "grad_scaler.backoff_factor",
+        f"must be in (0, 1], got {g.backoff_factor!r}.",
+    )
+    c.positive(g.hysteresis, "grad_scaler.hysteresis")
+    c.non_negative(cfg.hybrid_zero_optimizer.clip_grad_norm, "hybrid_zero_optimizer.clip_grad_norm")
+    ls = cfg.loss.label_smoothing
+    c.require(0.0 <= ls < 1.0, "loss.label_smoothing", f"must be in [0, 1), got {ls!r}.")
+
+
+def _check_ckpt(cfg: Config, c: _Checker) -> None:
+    k = cfg.ckpt
+    if k.checkpoint_every is not None:
+        c.positive(k.checkpoint_every, "ckpt.checkpoint_every")
+    if k.oss_snapshot_freq is not None:
+        c.non_negative(k.oss_snapshot_freq, "ckpt.oss_snapshot_freq")
+    if k.keep_last_n is not None:
+        c.positive(k.keep_last_n, "ckpt.keep_last_n")
+    info = k.load_ckpt_info
+    if info is not None:
+        c.require(bool(info.path), "ckpt.load_ckpt_info.path", "must name the checkpoint folder to load.")
+        c.require(
+            bool(info.content), "ckpt.load_ckpt_info.content", 'must list what to load, e.g. ("model",).'
+        )
+        for item in info.content:
+            c.one_of(item, CKPT_CONTENT, "ckpt.load_ckpt_info.content")
+        c.require(
+            bool(info.ckpt_type), "ckpt.load_ckpt_info.ckpt_type", 'must not be empty; use "internevo".'
+        )
+
+
+def validate(cfg: Config, source: str) -> None:
+    """Raise ConfigError for the first impossible value in ``cfg`` (a resolved Config)."""
+    c = _Checker(source)
+    c.require(bool(cfg.job_name), "JOB_NAME", "must not be empty.")
+    _check_data(cfg, c)
+    _check_model(cfg, c)
+    _check_parallel(cfg, c)
+    _check_optim(cfg, c)
+    _check_ckpt(cfg, c)

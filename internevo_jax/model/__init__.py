@@ -1,0 +1,46 @@
+"""Models (InternLM family), their layers, attention backends and the model registry.
+
+model = build_model(cfg)
+variables = model.init(rng, input_ids, positions, segment_ids)
+logits = model.apply(variables, input_ids, positions, segment_ids)
+"""
+
+from internevo_jax.model.args import ModelArgs, check_supported, round_mlp_hidden_size
+from internevo_jax.model.attention import (
+    attention_backend_name,
+    backend_names,
+    detect_platform,
+    select_attention_backend,
+)
+from internevo_jax.model.block import Attention, DecoderBlock
+from internevo_jax.model.internlm import InternLM
+from internevo_jax.model.params import stack_layers, unstack_layers
+from internevo_jax.model.registry import (
+    MODEL_REGISTRY,
+    build_model,
+    get_model_class,
+    model_notes,
+    register_model,
+)
+from internevo_jax.model.remat import REMAT_POLICIES
+
+__all__ = [
+    "MODEL_REGISTRY",
+    "REMAT_POLICIES",
+    "Attention",
+    "DecoderBlock",
+    "InternLM",
+    "ModelArgs",
+    "attention_backend_name",
+    "backend_names",
+    "build_model",
+    "check_supported",
+    "detect_platform",
+    "get_model_class",
+    "model_notes",
+    "register_model",
+    "round_mlp_hidden_size",
+    "select_attention_backend",
+    "stack_layers",
+    "unstack_layers",
+]

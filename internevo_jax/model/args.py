@@ -1,0 +1,193 @@
+"""The model's own hyper-parameters, read once from the run's Config.
+
+Modules hold a frozen, hashable `ModelArgs` instead of the Config itself: flax lifted
+transforms (remat, scan) compare and hash module attributes, and a model that only sees the
+numbers it needs can be built without a whole Config (tests, notebooks, conversion tools).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+NORM_TYPES = ("rmsnorm", "layernorm")
+REMAT_POLICY_NAMES = ("full", "save_matmuls", "none")
+
+# InternEvo's InternLM1 init (modeling_internlm.py): embedding/head 0.0052; Wqkv, w1, w3 0.006;
+# wo and w2 0.006 / sqrt(2 * (layer + 1)) with use_scaled_init, else a flat 0.0015.
+INTERNLM_EMBED_STD = 0.0052
+INTERNLM_PROJ_STD = 0.006
+INTERNLM_UNSCALED_OUT_STD = 0.0015
+
+
+def round_mlp_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int = 256) -> int:
+    """InternEvo's SwiGLU width: int(hidden * ratio) rounded UP to a multiple of `multiple_of`.
+
+    4096 * 8/3 = 10922.67 -> 10922 -> 11008 (the 7B model).
+    """
+    hidden = int(hidden_size * mlp_ratio)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelArgs:
+    """Everything a decoder model needs to know; docs/model.md describes each field."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_hidden_size: int
+    norm_type: str = "rmsnorm"
+    norm_eps: float = 1e-5
+    fp32_norm: bool = True
+    rope_base: float = 10000.0
+    qkv_bias: bool = True
+    out_bias: bool = True
+    post_norm: bool = False
+    residual_in_fp32: bool = False
+    embed_grad_scale: float = 1.0
+    # init: N(0, std); wo/w2 divide their std by sqrt(2 * (layer + 1)) when scaled_init.
+    embed_init_std: float = INTERNLM_EMBED_STD
+    head_init_std: float = INTERNLM_EMBED_STD
+    qkv_init_std: float = INTERNLM_PROJ_STD
+    out_init_std: float = INTERNLM_PROJ_STD
+    ffn_up_init_std: float = INTERNLM_PROJ_STD
+    ffn_down_init_std: float = INTERNLM_PROJ_STD
+    scaled_init: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    precision: str | None = None
+    checkpoint_layers: int = 0
+    remat_policy: str = "full"
+    scan_layers: bool = False
+    attention_backend: str = "auto"
+    use_flash_attn: bool = True
+    platform: str | None = None
+
+    def __post_init__(self):
+        problems = []
+        if self.num_heads <= 0 or self.num_kv_heads <= 0:
+            problems.append(f"head counts must be positive (got {self.num_heads}, {self.num_kv_heads})")
+        elif self.num_heads % self.num_kv_heads:
+            problems.append(
+                f"num_attention_heads ({self.num_heads}) must be a multiple of "
+                f"num_kv_attention_heads ({self.num_kv_heads})"
+            )
+        if self.head_dim % 2:
+            problems.append(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
+        if self.norm_type not in NORM_TYPES:
+            problems.append(f"norm_type {self.norm_type!r} is not one of {NORM_TYPES}")
+        if self.remat_policy not in REMAT_POLICY_NAMES:
+            problems.append(f"remat_policy {self.remat_policy!r} is not one of {REMAT_POLICY_NAMES}")
+        if not 0 <= self.checkpoint_layers <= self.num_layers:
+            problems.append(f"checkpoint_layers {self.checkpoint_layers} is outside [0, {self.num_layers}]")
+        if self.scan_layers and self.remat_layers not in (0, self.num_layers):
+            # A partly rematerialised stack would need two scans and two parameter groups;
+            # one scan with one policy keeps the stacked tree a single "layers" entry.
+            problems.append(
+                f"scan_layers=True needs checkpoint to cover all {self.num_layers} layers or none, "
+                f"but it covers {self.checkpoint_layers}; set model.checkpoint to True or False, "
+                "or set scan_layers=False"
+            )
+        if problems:
+            raise ValueError("invalid model settings: " + "; ".join(problems))
+
+    @property
+    def remat_layers(self) -> int:
+        """How many leading layers are rematerialised (0 when remat_policy is "none")."""
+        return 0 if self.remat_policy == "none" else self.checkpoint_layers
+
+    @property
+    def residual_dtype(self) -> Any:
+        """dtype of the residual stream between blocks."""
+        return jnp.float32 if self.residual_in_fp32 else self.dtype
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> ModelArgs:
+        """Read the model settings of a Config (`cfg.model`, `cfg.use_fp32_norm`).
+
+        `overrides` set fields a model type fixes itself (e.g. InternLM1 has q/k/v/o biases).
+        Only attribute access is used, and settings missing from `cfg.model` take their
+        InternEvo defaults, so any object with the same names works.
+        """
+        check_supported(cfg)
+        m = cfg.model
+        heads = int(m.num_attention_heads)
+        kv_heads = getattr(m, "num_kv_attention_heads", None) or heads
+        head_dim = getattr(m, "head_dim", None) or int(m.hidden_size) // heads
+        scaled = bool(getattr(m, "use_scaled_init", True))
+        # With use_scaled_init=False InternEvo gives wo and w2 a flat, smaller std.
+        out_default = INTERNLM_PROJ_STD if scaled else INTERNLM_UNSCALED_OUT_STD
+
+        def std(key: str, default: float) -> float:
+            value = getattr(m, key, None)
+            return float(default if value is None else value)
+
+        values = dict(
+            vocab_size=int(m.vocab_size),
+            hidden_size=int(m.hidden_size),
+            num_layers=int(m.num_layers),
+            num_heads=heads,
+            num_kv_heads=int(kv_heads),
+            head_dim=int(head_dim),
+            mlp_hidden_size=int(
+                getattr(m, "mlp_hidden_size", None)
+                or round_mlp_hidden_size(m.hidden_size, m.mlp_ratio, getattr(m, "multiple_of", 256))
+            ),
+            norm_type=str(getattr(m, "norm_type", "rmsnorm")).lower(),
+            norm_eps=float(getattr(m, "layer_norm_epsilon", 1e-5)),
+            fp32_norm=bool(getattr(cfg, "use_fp32_norm", True)),
+            rope_base=float(getattr(m, "rope_base", 10000)),
+            qkv_bias=not bool(getattr(m, "no_bias", False)),
+            out_bias=not bool(getattr(m, "no_bias", False)),
+            residual_in_fp32=bool(getattr(m, "residual_in_fp32", False)),
+            embed_grad_scale=float(getattr(m, "embed_grad_scale", 1.0)),
+            embed_init_std=std("embedding_init_std", INTERNLM_EMBED_STD),
+            head_init_std=std("out_head_init_std", INTERNLM_EMBED_STD),
+            qkv_init_std=std("attn_wqkv_init_std", INTERNLM_PROJ_STD),
+            out_init_std=std("attn_other_init_std", out_default),
+            ffn_up_init_std=std("ffn_uplayer_init_std", INTERNLM_PROJ_STD),
+            ffn_down_init_std=std("ffn_other_init_std", out_default),
+            scaled_init=scaled,
+            dtype=getattr(m, "compute_dtype", jnp.float32),
+            precision=getattr(m, "matmul_precision", None),
+            checkpoint_layers=int(getattr(m, "checkpoint_layers", 0)),
+            remat_policy=str(getattr(m, "remat_policy", "full")),
+            scan_layers=bool(getattr(m, "scan_layers", False)),
+            attention_backend=str(getattr(m, "attention_backend", "auto") or "auto"),
+            use_flash_attn=bool(getattr(m, "use_flash_attn", True)),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+# (setting, value that is implemented, why a different value is refused)
+_UNSUPPORTED = (
+    ("use_swiglu", True, "only the SwiGLU MLP is implemented (InternEvo's GELU MLP is not)"),
+    ("drop_rate", 0, "dropout is not implemented"),
+    ("attn_drop_rate", 0, "attention dropout is not implemented"),
+    ("use_dynamic_ntk_rope", False, "dynamic NTK RoPE scaling is not implemented"),
+    ("init_type", "normal", "only normal initialisation is implemented"),
+    ("norm_head", False, "the normalised output head is not implemented"),
+)
+
+
+def check_supported(cfg: Any) -> None:
+    """Refuse model settings that would change the maths but are not implemented.
+
+    Running without them would silently train a different model, so this raises a ValueError
+    naming every such setting and the value that works.
+    """
+    m = cfg.model
+    problems = []
+    for key, good, why in _UNSUPPORTED:
+        value = getattr(m, key, good)
+        if value != good:
+            problems.append(f"model.{key}={value!r}: {why}; use {good!r}")
+    if problems:
+        raise ValueError("unsupported model settings: " + "; ".join(problems))

@@ -1,0 +1,35 @@
+"""Attention backends (ordered, each with an explicit support check) and their dispatcher."""
+
+from internevo_jax.model.attention.base import (
+    MASK_VALUE,
+    AttentionBackend,
+    SupportQuery,
+    causal_segment_mask,
+    same_segment_mask,
+)
+from internevo_jax.model.attention.cudnn import dpa_attention
+from internevo_jax.model.attention.dispatch import (
+    BACKENDS,
+    attention_backend_name,
+    backend_names,
+    detect_platform,
+    get_backend,
+    select_attention_backend,
+)
+from internevo_jax.model.attention.xla import xla_attention
+
+__all__ = [
+    "BACKENDS",
+    "MASK_VALUE",
+    "AttentionBackend",
+    "SupportQuery",
+    "attention_backend_name",
+    "backend_names",
+    "causal_segment_mask",
+    "detect_platform",
+    "dpa_attention",
+    "get_backend",
+    "same_segment_mask",
+    "select_attention_backend",
+    "xla_attention",
+]

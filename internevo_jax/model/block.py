@@ -1,0 +1,119 @@
+"""The decoder layer shared by the InternLM-family models: attention and the decoder block.
+
+InternLM1 uses it with q/k/v/o biases and pre-norm; InternLM2 / LLaMA2 reuse it with
+`qkv_bias=out_bias=False` and grouped kv heads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from internevo_jax.model.args import ModelArgs
+from internevo_jax.model.attention import select_attention_backend
+from internevo_jax.model.layers import (
+    ACT_EMBED,
+    FeedForward,
+    apply_rotary,
+    dense,
+    make_norm,
+    normal_init,
+    out_proj_init,
+    rotary_tables,
+    softmax_scale,
+)
+
+ACT_HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+
+
+class Attention(nn.Module):
+    """Causal self-attention with separate wq/wk/wv/wo, RoPE and a pluggable backend."""
+
+    args: ModelArgs
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array | None,
+        layer_idx: Any,
+    ) -> jax.Array:
+        a = self.args
+        b, t, _ = x.shape
+        q_init = normal_init(a.qkv_init_std, ("embed", "heads"))
+        kv_init = normal_init(a.qkv_init_std, ("embed", "kv_heads"))
+        q = dense(a, a.num_heads * a.head_dim, q_init, use_bias=a.qkv_bias, bias_name="heads", name="wq")(x)
+        k = dense(
+            a, a.num_kv_heads * a.head_dim, kv_init, use_bias=a.qkv_bias, bias_name="kv_heads", name="wk"
+        )(x)
+        v = dense(
+            a, a.num_kv_heads * a.head_dim, kv_init, use_bias=a.qkv_bias, bias_name="kv_heads", name="wv"
+        )(x)
+        q = q.reshape(b, t, a.num_heads, a.head_dim)
+        k = k.reshape(b, t, a.num_kv_heads, a.head_dim)
+        v = v.reshape(b, t, a.num_kv_heads, a.head_dim)
+
+        cos, sin = rotary_tables(positions, a.head_dim, a.rope_base)
+        q = nn.with_logical_constraint(apply_rotary(q, cos, sin), ACT_HEADS)
+        k = nn.with_logical_constraint(apply_rotary(k, cos, sin), ACT_HEADS)
+        v = nn.with_logical_constraint(v, ACT_HEADS)
+
+        backend = select_attention_backend(
+            a.attention_backend,
+            a.platform,
+            dtype=a.dtype,
+            head_dim=a.head_dim,
+            has_segments=segment_ids is not None,
+            num_heads=a.num_heads,
+            num_kv_heads=a.num_kv_heads,
+            seq_len=t,
+            use_flash_attn=a.use_flash_attn,
+        )
+        out = backend.fn(q, k, v, segment_ids, scale=softmax_scale(a.head_dim), precision=a.precision)
+        out = nn.with_logical_constraint(out, ACT_HEADS).reshape(b, t, a.num_heads * a.head_dim)
+
+        o_init = out_proj_init(a, a.out_init_std, layer_idx, ("heads", "embed"))
+        return dense(a, x.shape[-1], o_init, use_bias=a.out_bias, bias_name="embed", name="wo")(out)
+
+
+class DecoderBlock(nn.Module):
+    """One transformer layer.
+
+    pre-norm (default): h = x + Attn(Norm(x)); out = h + MLP(Norm(h))
+    post-norm (`args.post_norm`, InternEvo's apply_post_layer_norm for InternLM2):
+        h = Norm(x + Attn(x)); out = Norm(h + MLP(h))
+
+    `layer_idx` is a call argument, not an attribute, so that one block definition serves both
+    the unrolled stack and nn.scan (where it is a traced scalar); it sets the depth-scaled init
+    of wo and w2. With `scan_mode` the block returns (out, None) as nn.scan expects.
+    """
+
+    args: ModelArgs
+    scan_mode: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array | None,
+        layer_idx: Any,
+    ):
+        a = self.args
+        attention = Attention(a, name="attention")
+        feed_forward = FeedForward(a, name="feed_forward")
+        attention_norm = make_norm(a, "attention_norm")
+        ffn_norm = make_norm(a, "ffn_norm")
+        if a.post_norm:
+            h = attention_norm(x + attention(x, positions, segment_ids, layer_idx))
+            h = nn.with_logical_constraint(h, ACT_EMBED)
+            out = ffn_norm(h + feed_forward(h, layer_idx))
+        else:
+            h = x + attention(attention_norm(x), positions, segment_ids, layer_idx)
+            h = nn.with_logical_constraint(h, ACT_EMBED)
+            out = h + feed_forward(ffn_norm(h), layer_idx)
+        out = nn.with_logical_constraint(out, ACT_EMBED)
+        return (out, None) if self.scan_mode else out

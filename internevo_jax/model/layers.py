@@ -1,0 +1,227 @@
+"""Building blocks shared by the decoder models: norms, rotary embedding, SwiGLU MLP,
+token embedding, output head, and InternEvo's initialisers.
+
+Parameters are created in `param_dtype` (fp32 master weights) and carry logical axis names;
+computation runs in `dtype` (the compute dtype).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from internevo_jax.model.args import ModelArgs
+
+ACT_EMBED = ("activation_batch", "activation_length", "activation_embed")
+ACT_MLP = ("activation_batch", "activation_length", "activation_mlp")
+ACT_VOCAB = ("activation_batch", "activation_length", "activation_vocab")
+
+
+def normal_init(std: float, names: tuple[str, ...]):
+    """N(0, std) initialiser annotated with logical axis `names`."""
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev=std), names)
+
+
+def scaled_normal_init(sigma: float, layer_idx: Any, names: tuple[str, ...]):
+    """N(0, sigma / sqrt(2 * (layer_idx + 1))): InternEvo's depth-scaled init.
+
+    `layer_idx` may be a traced scalar (inside a scan over layers), so the std is computed
+    with jnp rather than math.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        std = sigma / jnp.sqrt(2.0 * (jnp.asarray(layer_idx, jnp.float32) + 1.0))
+        return jax.random.normal(key, shape, dtype) * std.astype(dtype)
+
+    return nn.with_logical_partitioning(init, names)
+
+
+def out_proj_init(args: ModelArgs, std: float, layer_idx: Any, names: tuple[str, ...]):
+    """Init of wo / w2, the projections that write into the residual stream.
+
+    InternEvo shrinks them with depth (use_scaled_init) so the residual stream's variance
+    does not grow with the number of layers.
+    """
+    if args.scaled_init:
+        return scaled_normal_init(std, layer_idx, names)
+    return normal_init(std, names)
+
+
+def zeros_init(names: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros, names)
+
+
+def ones_init(names: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.ones, names)
+
+
+def scale_grad(x: jax.Array, scale: float) -> jax.Array:
+    """Identity in the forward pass; multiplies the gradient by `scale` (GLM-130B trick).
+
+    InternEvo writes this as `scale * x + (1 - scale) * x.detach()`; the form below has the same
+    gradient but returns `x` bit-exactly instead of a rounded recombination.
+    """
+    if scale == 1:
+        return x
+    frozen = jax.lax.stop_gradient(x)
+    return frozen + scale * (x - frozen)
+
+
+def dense(
+    args: ModelArgs,
+    features: int,
+    kernel_init,
+    *,
+    use_bias: bool,
+    bias_name: str,
+    name: str,
+) -> nn.Dense:
+    """A Dense layer in the model's dtypes; kernel (in, out) named by `kernel_init`, bias by `bias_name`."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=args.dtype,
+        param_dtype=args.param_dtype,
+        precision=args.precision,
+        kernel_init=kernel_init,
+        bias_init=zeros_init((bias_name,)),
+        name=name,
+    )
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * w, statistics always in fp32.
+
+    With `fp32_norm` the weight multiply also runs in fp32 (InternEvo's use_fp32_norm=True);
+    otherwise the normalised value is cast to the compute dtype first and multiplied by the
+    weight in that dtype, as InternEvo's RMSNorm does with low-precision weights.
+    """
+
+    args: ModelArgs
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        a = self.args
+        scale = self.param("scale", ones_init(("norm",)), (x.shape[-1],), a.param_dtype)
+        xf = x.astype(jnp.float32)
+        normed = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + a.norm_eps)
+        if a.fp32_norm:
+            return (normed * scale.astype(jnp.float32)).astype(a.dtype)
+        return normed.astype(a.dtype) * scale.astype(a.dtype)
+
+
+class LayerNorm(nn.Module):
+    """torch.nn.LayerNorm semantics (biased variance, eps inside the sqrt), stats in fp32."""
+
+    args: ModelArgs
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        a = self.args
+        dim = x.shape[-1]
+        scale = self.param("scale", ones_init(("norm",)), (dim,), a.param_dtype)
+        bias = self.param("bias", zeros_init(("norm",)), (dim,), a.param_dtype)
+        xf = x.astype(jnp.float32)
+        mean = jnp.mean(xf, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+        normed = (xf - mean) * jax.lax.rsqrt(var + a.norm_eps)
+        if a.fp32_norm:
+            return (normed * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(a.dtype)
+        return normed.astype(a.dtype) * scale.astype(a.dtype) + bias.astype(a.dtype)
+
+
+def make_norm(args: ModelArgs, name: str) -> nn.Module:
+    """The norm selected by `args.norm_type`."""
+    cls = RMSNorm if args.norm_type == "rmsnorm" else LayerNorm
+    return cls(args, name=name)
+
+
+def rotary_tables(positions: jax.Array, head_dim: int, base: float) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables [B, T, head_dim // 2] in fp32 for integer `positions` [B, T]."""
+    inv_freq = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate-half (GPT-NeoX / HF Llama) RoPE over the full head dim of x [B, T, H, D].
+
+    Pairs are (i, i + D/2), not adjacent lanes; the maths runs in fp32.
+    """
+    half = x.shape[-1] // 2
+    xf = x.astype(jnp.float32)
+    x1, x2 = xf[..., :half], xf[..., half:]
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    return out.astype(x.dtype)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU without bias: w2(silu(w1 x) * w3 x).
+
+    w1 = gate_proj, w3 = up_proj, w2 = down_proj in HF terms (InternEvo's current naming).
+    """
+
+    args: ModelArgs
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer_idx: Any) -> jax.Array:
+        a = self.args
+        hidden = a.mlp_hidden_size
+        up_init = normal_init(a.ffn_up_init_std, ("embed", "mlp"))
+        gate = dense(a, hidden, up_init, use_bias=False, bias_name="mlp", name="w1")(x)
+        up = dense(a, hidden, up_init, use_bias=False, bias_name="mlp", name="w3")(x)
+        h = nn.with_logical_constraint(nn.silu(gate) * up, ACT_MLP)
+        down_init = out_proj_init(a, a.ffn_down_init_std, layer_idx, ("mlp", "embed"))
+        return dense(a, x.shape[-1], down_init, use_bias=False, bias_name="embed", name="w2")(h)
+
+
+class Embedding(nn.Module):
+    """Token embedding [vocab, hidden]; the lookup runs on fp32 rows, then casts to the
+    residual dtype.
+
+    Gathering before the cast avoids converting the whole table to the compute dtype each step.
+    """
+
+    args: ModelArgs
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array) -> jax.Array:
+        a = self.args
+        table = self.param(
+            "embedding",
+            normal_init(a.embed_init_std, ("vocab", "embed")),
+            (a.vocab_size, a.hidden_size),
+            a.param_dtype,
+        )
+        return jnp.take(table, input_ids, axis=0).astype(a.residual_dtype)
+
+
+class Head(nn.Module):
+    """Untied output projection (hidden -> vocab, no bias), kernel layout (in, out).
+
+    InternEvo's head (ScaleColumnParallelLinear, weight_scale=embed_grad_scale) scales the
+    gradient of its weight by embed_grad_scale as well; the forward value is unchanged.
+    """
+
+    args: ModelArgs
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        a = self.args
+        kernel = self.param(
+            "kernel",
+            normal_init(a.head_init_std, ("embed", "vocab")),
+            (x.shape[-1], a.vocab_size),
+            a.param_dtype,
+        )
+        kernel = scale_grad(kernel, a.embed_grad_scale).astype(a.dtype)
+        return jnp.einsum("btd,dv->btv", x.astype(a.dtype), kernel, precision=a.precision)
+
+
+def softmax_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)

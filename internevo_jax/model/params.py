@@ -1,0 +1,68 @@
+"""Converting parameter trees between the unrolled layout (layers_0 .. layers_{L-1}) and the
+scanned layout (one "layers" entry whose leaves have a leading [L] axis).
+
+Works on plain arrays and on flax's LogicallyPartitioned boxes (the "layers" logical axis is
+added or removed with the leading dimension).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_LAYER_KEY = re.compile(r"^layers_(\d+)$")
+
+
+def _is_box(x: Any) -> bool:
+    return isinstance(x, nn.LogicallyPartitioned)
+
+
+def _params_root(tree: dict) -> tuple[dict, bool]:
+    # Accept both `variables` ({"params": {...}}) and the bare params dict.
+    if "params" in tree and len(tree) == 1:
+        return tree["params"], True
+    return tree, False
+
+
+def stack_layers(tree: dict) -> dict:
+    """layers_0 .. layers_{L-1} -> "layers" with a leading [L] axis on every leaf."""
+    params, wrapped = _params_root(dict(tree))
+    params = dict(params)
+    indices = sorted(int(m.group(1)) for k in params if (m := _LAYER_KEY.match(k)))
+    if indices != list(range(len(indices))) or not indices:
+        raise ValueError(f"expected layers_0 .. layers_N, got layer keys {indices}")
+    layers = [params.pop(f"layers_{i}") for i in indices]
+
+    def stack(*leaves):
+        if _is_box(leaves[0]):
+            value = jnp.stack([leaf.value for leaf in leaves])
+            return leaves[0].replace(value=value, names=("layers", *leaves[0].names))
+        return jnp.stack(leaves)
+
+    params["layers"] = jax.tree.map(stack, *layers, is_leaf=_is_box)
+    return {"params": params} if wrapped else params
+
+
+def unstack_layers(tree: dict) -> dict:
+    """The stacked "layers" entry (leading [L] axis) -> layers_0 .. layers_{L-1}."""
+    params, wrapped = _params_root(dict(tree))
+    params = dict(params)
+    stacked = params.pop("layers")
+    leaves = jax.tree.leaves(stacked, is_leaf=_is_box)
+    num_layers = (leaves[0].value if _is_box(leaves[0]) else leaves[0]).shape[0]
+
+    def take(i):
+        def pick(leaf):
+            if _is_box(leaf):
+                return leaf.replace(value=leaf.value[i], names=tuple(leaf.names[1:]))
+            return leaf[i]
+
+        return jax.tree.map(pick, stacked, is_leaf=_is_box)
+
+    for i in range(num_layers):
+        params[f"layers_{i}"] = take(i)
+    return {"params": params} if wrapped else params

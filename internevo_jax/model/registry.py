@@ -1,0 +1,59 @@
+"""model_type -> model class, and build_model(cfg)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+
+MODEL_REGISTRY: dict[str, Any] = {}
+
+
+def register_model(name: str, model: Any = None) -> Any:
+    """Register `model` under `name`; usable as `@register_model("NAME")` or a plain call.
+
+    `model` is a flax Module class with a `from_config(cfg)` classmethod (and optionally
+    `notes(cfg)`), or any callable taking the Config and returning a Module. Registering a name twice replaces the entry,
+    so users can override a built-in model.
+    """
+
+    def _register(obj: Any) -> Any:
+        MODEL_REGISTRY[name] = obj
+        return obj
+
+    if model is None:
+        return _register
+    return _register(model)
+
+
+def get_model_class(name: str) -> Any:
+    """The registered entry for `name`; ValueError listing the names and the closest one."""
+    try:
+        return MODEL_REGISTRY[name]
+    except KeyError:
+        names = sorted(MODEL_REGISTRY)
+        by_lower = {n.lower(): n for n in names}
+        close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.0)
+        hint = f" The closest is {by_lower[close[0]]!r}." if close else ""
+        raise ValueError(
+            f"unknown model_type {name!r}; registered model types: {', '.join(names)}.{hint} "
+            "Register your own with internevo_jax.model.register_model."
+        ) from None
+
+
+def build_model(cfg: Any) -> nn.Module:
+    """The Module for `cfg.model_type`, configured from `cfg` (uses cfg.model, cfg.use_fp32_norm)."""
+    entry: Callable[..., nn.Module] | Any = get_model_class(cfg.model_type)
+    factory = getattr(entry, "from_config", None)
+    return factory(cfg) if factory is not None else entry(cfg)
+
+
+def model_notes(cfg: Any) -> list[str]:
+    """Human-readable notes on settings the chosen model accepts but ignores (for the start-up log).
+
+    A registered model class may define `notes(cfg) -> list[str]`; others have none.
+    """
+    notes = getattr(get_model_class(cfg.model_type), "notes", None)
+    return list(notes(cfg)) if notes is not None else []

@@ -1,0 +1,31 @@
+"""Activation rematerialisation (InternEvo's `checkpoint`) for decoder blocks."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+# "full": keep only the block's inputs; the backward pass reruns the whole block (InternEvo's
+#         activation checkpointing).
+# "save_matmuls": keep the outputs of weight matmuls (dots without batch dimensions, i.e. the
+#         q/k/v/o and MLP projections); attention scores, norms and activations are recomputed.
+# "none": no rematerialisation even if checkpoint > 0.
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_matmuls": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "none": None,
+}
+
+
+def remat_block(block_cls: type[nn.Module], policy_name: str, *, in_scan: bool) -> type[nn.Module]:
+    """`block_cls` wrapped in nn.remat with the named policy ("none" returns it unchanged).
+
+    Inside a scan the loop boundary already stops XLA from merging the recomputation with the
+    forward pass, so prevent_cse is off there (the flax-recommended setting); unrolled blocks
+    need it on.
+    """
+    if policy_name not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat_policy {policy_name!r}; choose one of {sorted(REMAT_POLICIES)}")
+    if policy_name == "none":
+        return block_cls
+    return nn.remat(block_cls, policy=REMAT_POLICIES[policy_name], prevent_cse=not in_scan)

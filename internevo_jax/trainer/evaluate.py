@@ -1,0 +1,55 @@
+"""Validation: forward passes over each validation set, reported as val/<name>_loss, _acc, _plex."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from internevo_jax.parallel import batch_sharding, put_batch
+from internevo_jax.trainer.loss import cross_entropy
+from internevo_jax.trainer.step import MODEL_INPUTS
+
+
+def make_eval_step(model: nn.Module, mesh, rules, param_shardings, *, matmul_precision: str | None = None):
+    """Build `eval(params, batch) -> summed {nll_sum, tokens, correct}` over all micro-batches."""
+
+    def evaluate(params, batch):
+        def body(total, micro):
+            logits = model.apply({"params": params}, *(micro[k] for k in MODEL_INPUTS))
+            _, stats = cross_entropy(logits, micro["labels"])
+            return jax.tree.map(jnp.add, total, stats), None
+
+        zero = {"nll_sum": jnp.float32(0), "tokens": jnp.float32(0), "correct": jnp.float32(0)}
+        total, _ = jax.lax.scan(body, zero, batch)
+        return total
+
+    jitted = jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)),
+                     out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+    def run(params, batch):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.default_matmul_precision(matmul_precision):
+            return jitted(params, batch)
+
+    return run
+
+
+def evaluate_sets(eval_step, params, valid_sets: Mapping, mesh, dp_size: int) -> dict[str, float]:
+    """Token-weighted loss, accuracy and perplexity of every validation set."""
+    out: dict[str, float] = {}
+    for name, vset in valid_sets.items():
+        totals = {"nll_sum": 0.0, "tokens": 0.0, "correct": 0.0}
+        for i in range(len(vset)):
+            stats = jax.device_get(eval_step(params, put_batch(vset.get_batch(i), mesh, dp_size)))
+            for k in totals:
+                totals[k] += float(stats[k])
+        tokens = max(totals["tokens"], 1.0)
+        loss = totals["nll_sum"] / tokens
+        out[f"val/{name}_loss"] = loss
+        out[f"val/{name}_acc"] = totals["correct"] / tokens
+        out[f"val/{name}_plex"] = math.exp(min(loss, 700.0))
+    return out

@@ -1,0 +1,173 @@
+"""Unknown keys, wrong types, impossible values and dtype strings."""
+
+import jax.numpy as jnp
+import pytest
+
+from internevo_jax.config import ConfigError, config_from_dict, load_config
+
+
+def build(d, overrides=()):
+    return config_from_dict(d, source="cfg.py", overrides=overrides, log=lambda _: None)
+
+
+def error_of(d, overrides=()) -> str:
+    with pytest.raises(ConfigError) as info:
+        build(d, overrides)
+    message = str(info.value)
+    assert message.startswith("cfg.py: ") and "\n" not in message  # one paragraph naming the source
+    return message
+
+
+@pytest.mark.parametrize(
+    "d, key, suggestion",
+    [
+        ({"dta": {}}, "'dta'", "Did you mean 'data'?"),
+        ({"data": {"micro_bz": 2}}, "'data.micro_bz'", "Did you mean 'data.micro_bsz'?"),
+        ({"model": {"num_attention_head": 8}}, "'model.num_attention_head'", "'model.num_attention_heads'"),
+        ({"parallel": {"zero1": {"szie": 2}}}, "'parallel.zero1.szie'", "'parallel.zero1.size'"),
+        (
+            {"ckpt": {"load_ckpt_info": {"paht": "x"}}},
+            "'ckpt.load_ckpt_info.paht'",
+            "'ckpt.load_ckpt_info.path'",
+        ),
+        ({"grad_scaler": {"fp16": {"initial_scal": 1}}}, "'grad_scaler.fp16.initial_scal'", "initial_scale"),
+    ],
+)
+def test_unknown_key_names_it_and_the_closest_valid_key(d, key, suggestion):
+    message = error_of(d)
+    assert f"unknown key {key}" in message
+    assert suggestion in message
+
+
+def test_unknown_top_level_name_explains_helper_variables():
+    message = error_of({"seq_len": 2048})
+    assert "unknown key 'seq_len'" in message and "UPPER_CASE" in message
+
+
+@pytest.mark.parametrize(
+    "d, key, expected",
+    [
+        ({"data": {"micro_bsz": "4"}}, "data.micro_bsz", "must be an integer"),
+        ({"data": {"micro_bsz": 2.5}}, "data.micro_bsz", "must be an integer"),
+        ({"data": {"micro_num": True}}, "data.micro_num", "must be an integer"),  # bool is not an int here
+        ({"data": {"pack_sample_into_one": 1}}, "data.pack_sample_into_one", "must be True or False"),
+        ({"model": {"dtype": 16}}, "model.dtype", "must be a string"),
+        ({"model": {"checkpoint": "half"}}, "model.checkpoint", "True or False or a number"),
+        ({"adam": {"lr": "1e-4"}}, "adam.lr", "must be a number"),
+        ({"adam": {"lr": True}}, "adam.lr", "must be a number"),
+        ({"data": 3}, "data", "must be a dict"),
+        ({"ckpt": {"load_ckpt_info": {"content": [1]}}}, "ckpt.load_ckpt_info.content", "list of strings"),
+        ({"parallel": {"zero1": "8"}}, "parallel.zero1", "integer size or a dict"),
+        ({"parallel": {"tensor": {"size": 2.5}}}, "parallel.tensor.size", "must be an integer"),
+        ({"seed": "1"}, "seed", "must be an integer"),
+    ],
+)
+def test_wrong_types_name_key_and_expected_type(d, key, expected):
+    message = error_of(d)
+    assert f"'{key}'" in message and expected in message
+
+
+def test_integral_floats_are_integers():
+    cfg = build({"data": {"total_steps": 5e4, "micro_bsz": 2.0}})
+    assert cfg.data.total_steps == 50000 and isinstance(cfg.data.total_steps, int)
+    assert cfg.data.micro_bsz == 2
+
+
+@pytest.mark.parametrize(
+    "d, key",
+    [
+        ({"data": {"seq_len": 0}}, "data.seq_len"),
+        ({"data": {"micro_num": -1}}, "data.micro_num"),
+        ({"data": {"micro_bsz": 0}}, "data.micro_bsz"),
+        ({"data": {"valid_every": -1}}, "data.valid_every"),
+        ({"data": {"micro_num": 4, "gradient_accumulation": 2}}, "data.gradient_accumulation"),
+        ({"data": {"rampup_batch_size": "192 24"}}, "data.rampup_batch_size"),
+        ({"data": {"skip_batches": "10-x"}}, "data.skip_batches"),
+        ({"model": {"num_layers": 0}}, "model.num_layers"),
+        ({"model": {"hidden_size": -8}}, "model.hidden_size"),
+        ({"model": {"hidden_size": 100, "num_attention_heads": 3}}, "model.hidden_size"),
+        ({"model": {"num_attention_heads": 32, "num_kv_attention_heads": 5}}, "model.num_kv_attention_heads"),
+        ({"model": {"num_layers": 10, "num_chunks": 3}}, "model.num_chunks"),
+        ({"model": {"checkpoint": 1.5}}, "model.checkpoint"),
+        ({"model": {"checkpoint": -0.1}}, "model.checkpoint"),
+        ({"model": {"dtype": "torch.float64"}}, "model.dtype"),
+        ({"model": {"remat_policy": "save_dots"}}, "model.remat_policy"),
+        ({"model": {"norm_type": "batchnorm"}}, "model.norm_type"),
+        ({"model": {"num_experts": 8}}, "model.num_experts"),
+        ({"parallel": {"tensor": {"size": 2, "mode": "xsp"}}}, "parallel.tensor.mode"),
+        ({"parallel": {"pipeline": {"size": 0}}}, "parallel.pipeline.size"),
+        ({"parallel": {"pipeline": {"mode": "gpipe"}}}, "parallel.pipeline.mode"),
+        ({"parallel": {"weight": {"size": 2}}}, "parallel.weight.size"),
+        ({"adam": {"lr": -1e-4}}, "adam.lr"),
+        ({"adam": {"adam_beta2": 1.0}}, "adam.adam_beta2"),
+        ({"lr_scheduler": {"warmup_ratio": 1.5}}, "lr_scheduler.warmup_ratio"),
+        ({"lr_scheduler": {"warmup_ratio": -0.1}}, "lr_scheduler.warmup_ratio"),
+        ({"loss": {"label_smoothing": 1.0}}, "loss.label_smoothing"),
+        ({"grad_scaler": {"backoff_factor": 0}}, "grad_scaler.backoff_factor"),
+        ({"ckpt": {"checkpoint_every": 0}}, "ckpt.checkpoint_every"),
+        ({"ckpt": {"load_ckpt_info": {"path": "p", "content": ["weights"]}}}, "ckpt.load_ckpt_info.content"),
+        ({"ckpt": {"load_ckpt_info": {"content": ["model"]}}}, "ckpt.load_ckpt_info.path"),
+        ({"model": {"adapt_hf": True, "qk_interleaved": True}}, "model.qk_interleaved"),
+    ],
+)
+def test_impossible_values_are_rejected(d, key):
+    assert f"'{key}'" in error_of(d)
+
+
+def test_arithmetic_is_shown():
+    message = error_of({"model": {"hidden_size": 100, "num_attention_heads": 3}})
+    assert "100 % 3 = 1" in message
+
+
+def test_model_type_is_not_checked_here():
+    assert build({"model_type": "NOT_A_MODEL"}).model_type == "NOT_A_MODEL"
+
+
+@pytest.mark.parametrize(
+    "dtype, jnp_dtype, precision",
+    [
+        ("torch.float16", jnp.float16, None),
+        ("torch.half", jnp.float16, None),
+        ("torch.bfloat16", jnp.bfloat16, None),
+        ("torch.float32", jnp.float32, "highest"),
+        ("torch.tf32", jnp.float32, "tensorfloat32"),
+        ("float16", jnp.float16, None),
+        ("fp16", jnp.float16, None),
+        ("bfloat16", jnp.bfloat16, None),
+        ("bf16", jnp.bfloat16, None),
+        ("float32", jnp.float32, "highest"),
+        ("fp32", jnp.float32, "highest"),
+    ],
+)
+def test_dtype_strings(dtype, jnp_dtype, precision):
+    model = build({"model": {"dtype": dtype}}).model
+    assert model.dtype == dtype
+    assert model.compute_dtype == jnp_dtype
+    assert model.matmul_precision == precision
+
+
+@pytest.mark.parametrize("checkpoint, layers", [(True, 32), (False, 0), (0.5, 16), (0.2, 6), (1, 32), (0, 0)])
+def test_checkpoint_layers(checkpoint, layers):
+    assert build({"model": {"num_layers": 32, "checkpoint": checkpoint}}).model.checkpoint_layers == layers
+
+
+@pytest.mark.parametrize(
+    "hidden, ratio, mlp", [(4096, 8 / 3, 11008), (2048, 8 / 3, 5632), (4096, 3.5, 14336), (256, 4.0, 1024)]
+)
+def test_mlp_hidden_size_rounds_up_to_multiple_of_256(hidden, ratio, mlp):
+    assert build({"model": {"hidden_size": hidden, "mlp_ratio": ratio}}).model.mlp_hidden_size == mlp
+
+
+def test_kv_heads_default_to_heads():
+    assert (
+        build({"model": {"num_attention_heads": 16, "hidden_size": 1024}}).model.num_kv_attention_heads == 16
+    )
+
+
+def test_errors_from_a_file_name_the_file(tmp_path):
+    path = tmp_path / "my_cfg.py"
+    path.write_text("data = dict(micro_bz=2)\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, log=lambda _: None)
+    assert str(info.value).startswith(f"{path}: unknown key 'data.micro_bz'")
+    assert info.value.key == "data.micro_bz" and isinstance(info.value, ValueError)

@@ -1,0 +1,65 @@
+"""Loss reduction and metric formulas against NumPy references."""
+
+import numpy as np
+import pytest
+
+from internevo_jax.monitor import LINE_KEYS, format_metrics_line
+from internevo_jax.trainer import cross_entropy
+from internevo_jax.trainer.metrics import batch_statistics, peak_flops_for
+
+
+def numpy_loss(logits, labels, eps):
+    logits = logits.astype(np.float64)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    rows = []
+    for r in range(labels.shape[0]):
+        terms = []
+        for t in range(labels.shape[1]):
+            y = labels[r, t]
+            if y == -100:
+                continue
+            nll = logz[r, t] - logits[r, t, y]
+            smooth = logz[r, t] - logits[r, t].mean()
+            terms.append((1 - eps) * nll + eps * smooth)
+        rows.append(np.mean(terms) if terms else 0.0)
+    return float(np.mean(rows))
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_cross_entropy_is_mean_of_row_token_means(eps):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3, 9, 11)).astype(np.float32)
+    labels = rng.integers(0, 11, size=(3, 9)).astype(np.int32)
+    labels[0, :4] = -100
+    labels[1, :] = -100  # a row with no valid label contributes 0, never NaN
+    labels[2, -1] = -100
+    loss, stats = cross_entropy(logits, labels, label_smoothing=eps)
+    assert float(loss) == pytest.approx(numpy_loss(logits, labels, eps), rel=1e-5)
+    assert float(stats["tokens"]) == (labels != -100).sum()
+    correct = ((logits.argmax(-1) == labels) & (labels != -100)).sum()
+    assert float(stats["correct"]) == correct
+
+
+def test_batch_statistics_counts_segments_per_micro_batch():
+    seg = np.array([
+        [1, 1, 1, 2, 2, 3, 0, 0],  # 3 segments, longest 3
+        [1, 1, 1, 1, 1, 1, 2, 2],  # 2 segments, longest 6
+    ])
+    stats = batch_statistics(seg)
+    assert stats == {"num_samples_in_batch": 5, "largest_length": 6, "largest_batch": 3, "smallest_batch": 2}
+
+
+def test_metrics_line_keeps_internevo_order_then_extras():
+    record = {k: 1 for k in reversed(LINE_KEYS)}
+    record["mfu"] = 0.5
+    line = format_metrics_line(record)
+    keys = [part.split("=")[0] for part in line.split(",")]
+    assert keys == list(LINE_KEYS) + ["mfu"]
+    assert line.startswith("tflops=1,step=1,loss=1,tgs (tokens/gpu/second)=1,lr=1")
+
+
+def test_peak_flops_table():
+    assert peak_flops_for("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops_for("TPU v5 lite") == 197e12
+    assert peak_flops_for("TPU v5p") == 459e12
+    assert peak_flops_for("cpu") is None
