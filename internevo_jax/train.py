@@ -9,7 +9,6 @@ from internevo_jax.initialize import get_default_parser
 from internevo_jax.monitor import logger, setup_logging
 
 
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from internevo_jax.data import DataError
     from internevo_jax.parallel import LaunchError
@@ -24,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from internevo_jax.parallel import initialize_distributed, resolve_launch
 
-        launch = resolve_launch(args.launcher, host=args.host, port=args.port, rank=args.rank,
-                                world_size=args.world_size)
+        launch = resolve_launch(
+            args.launcher, host=args.host, port=args.port, rank=args.rank, world_size=args.world_size
+        )
         overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
         cfg = load_config(args.config, overrides, log=logger.warning)
         initialize_distributed(launch, timeout_s=args.distributed_timeout)
@@ -39,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    logger.info("finished %d steps; last loss %.4f", result.context.step,
-                result.losses[-1] if result.losses else float("nan"))
+    logger.info(
+        "finished %d steps; last loss %.4f",
+        result.context.step,
+        result.losses[-1] if result.losses else float("nan"),
+    )
     return 0
 
 

@@ -48,9 +48,11 @@ class BinWriter:
     `.meta` is renamed into place, then the new `.bin`: at no moment does a `.bin` exist next to a
     `.meta` that does not describe it. The meta is int32 like InternEvo's tokenizer, unless an offset
     no longer fits (a `.bin` over 2 GiB), where it is int64 (InternEvo's int32 would silently wrap).
+    `meta_dtype=np.int64` always writes int64, as InternEvo's alpaca_tokenizer.py does.
     """
 
-    def __init__(self, bin_path: str | os.PathLike):
+    def __init__(self, bin_path: str | os.PathLike, *, meta_dtype=None):
+        self.meta_dtype = None if meta_dtype is None else np.dtype(meta_dtype)
         self.bin_path = Path(bin_path)
         self.meta_path = meta_path_for(self.bin_path)
         self.bin_path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +94,9 @@ class BinWriter:
                 [np.frombuffer(self._offsets, dtype=np.int64), np.frombuffer(self._lengths, dtype=np.int64)],
                 axis=1,
             )
-            if self._offset <= _INT32_MAX:
+            if self.meta_dtype is not None:
+                meta = meta.astype(self.meta_dtype)
+            elif self._offset <= _INT32_MAX:
                 meta = meta.astype(np.int32)
             with open(self._tmp_meta, "wb") as f:
                 np.save(f, meta)

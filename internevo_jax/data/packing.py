@@ -77,45 +77,76 @@ class PackedDataset:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"pack {index} out of range ({len(self)} packs)")
-        L, S = self.packed_length, self.seq_len
+        L = self.packed_length
         start, end = index * L, (index + 1) * L
         first = int(np.searchsorted(self.ends, start, side="right"))
         last = int(np.searchsorted(self.ends, end, side="left"))
-        tokens = np.empty(L, dtype=np.int64)
-        labels = np.empty(L, dtype=np.int64)
-        positions = np.empty(L, dtype=np.int32)
-        segments = np.empty(L, dtype=np.int32)
-        pos = 0
-        seg = 0
+        fragments = []
         for j in range(first, last + 1):
             s_start = int(self.ends[j - 1]) if j else 0
             n = int(self.ends[j]) - s_start
             a, b = max(start - s_start, 0), min(end - s_start, n)
-            if b <= a:
-                continue  # an empty sample
-            sample = self.source[int(self.order[j])]
-            m = b - a
-            tokens[pos : pos + m] = sample[a:b]
-            labels[pos : pos + m - 1] = sample[a + 1 : b]
-            cut = b < n  # only the pack's last fragment can be cut
-            labels[pos + m - 1] = sample[b] if cut and not self.pack_sample_into_one else IGNORE_INDEX
-            if not self.pack_sample_into_one:
-                rel = np.arange(m, dtype=np.int32)
-                positions[pos : pos + m] = rel % S
-                segments[pos : pos + m] = seg + 1 + rel // S
-                seg += -(-m // S)
-            pos += m
-        assert pos == L, (index, pos, L)
-        if self.pack_sample_into_one:
-            positions[:] = np.tile(np.arange(S, dtype=np.int32), L // S)
-            segments[:] = np.repeat(np.arange(1, L // S + 1, dtype=np.int32), S)
-        return {
-            "input_ids": np.abs(tokens).astype(np.int32),
-            "labels": np.where(labels > 0, labels, IGNORE_INDEX).astype(np.int32),
-            "positions": positions,
-            "segment_ids": segments,
-            "type_ids": np.full(L, self.source.type_id, dtype=np.int32),
-        }
+            if b > a:  # skip empty samples
+                fragments.append((self.source[int(self.order[j])], a, b))
+        return fill_pack(
+            fragments,
+            seq_len=self.seq_len,
+            packed_length=L,
+            pack_sample_into_one=self.pack_sample_into_one,
+            type_id=self.source.type_id,
+        )
+
+    def sample_indices(self, index: int) -> list[int]:
+        """Source indices of the samples pack `index` reads (to check which samples a reader touches)."""
+        L = self.packed_length
+        first = int(np.searchsorted(self.ends, index * L, side="right"))
+        last = int(np.searchsorted(self.ends, (index + 1) * L, side="left"))
+        lengths = np.asarray(self.source.lengths)
+        return [int(self.order[j]) for j in range(first, last + 1) if lengths[self.order[j]] > 0]
+
+
+def fill_pack(
+    fragments: Sequence[tuple[np.ndarray, int, int]],
+    *,
+    seq_len: int,
+    packed_length: int,
+    pack_sample_into_one: bool,
+    type_id: int,
+) -> dict[str, np.ndarray]:
+    """One pack from sample fragments `(sample, a, b)` (tokens `sample[a:b]`) filling exactly packed_length.
+
+    Shared by the random-access packing above and the streaming packer, so both follow one set of rules.
+    """
+    L, S = int(packed_length), int(seq_len)
+    tokens = np.empty(L, dtype=np.int64)
+    labels = np.empty(L, dtype=np.int64)
+    positions = np.empty(L, dtype=np.int32)
+    segments = np.empty(L, dtype=np.int32)
+    pos = 0
+    seg = 0
+    for sample, a, b in fragments:
+        m = b - a
+        tokens[pos : pos + m] = sample[a:b]
+        labels[pos : pos + m - 1] = sample[a + 1 : b]
+        cut = b < len(sample)  # only the pack's last fragment can be cut
+        labels[pos + m - 1] = sample[b] if cut and not pack_sample_into_one else IGNORE_INDEX
+        if not pack_sample_into_one:
+            rel = np.arange(m, dtype=np.int32)
+            positions[pos : pos + m] = rel % S
+            segments[pos : pos + m] = seg + 1 + rel // S
+            seg += -(-m // S)
+        pos += m
+    assert pos == L, (pos, L)
+    if pack_sample_into_one:
+        positions[:] = np.tile(np.arange(S, dtype=np.int32), L // S)
+        segments[:] = np.repeat(np.arange(1, L // S + 1, dtype=np.int32), S)
+    return {
+        "input_ids": np.abs(tokens).astype(np.int32),
+        "labels": np.where(labels > 0, labels, IGNORE_INDEX).astype(np.int32),
+        "positions": positions,
+        "segment_ids": segments,
+        "type_ids": np.full(L, type_id, dtype=np.int32),
+    }
 
 
 class ConcatDataset:

@@ -154,6 +154,17 @@ class BatchSchedule:
         self._rng_states: list = [np.random.RandomState(self.seed).get_state()]
         self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
 
+    def __getstate__(self) -> dict:
+        # Picklable for grain's worker processes (spawned): the lock and the permutation cache stay here.
+        state = dict(self.__dict__)
+        state["_perm_lock"] = None
+        state["_perms"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._perm_lock = threading.Lock()
+
     def _epoch_per_rank(self, step0: int) -> int:
         B, dp, N = self.micro_num, self.dp_size, self.num_packs
         if step0 < self._ramp_steps * self.rampup.every:

@@ -198,7 +198,8 @@ class Embedding(nn.Module):
             (a.vocab_size, a.hidden_size),
             a.param_dtype,
         )
-        return jnp.take(table, input_ids, axis=0).astype(a.residual_dtype)
+        # mode="fill": an id outside the vocabulary gives NaN rows instead of a silently clipped id.
+        return jnp.take(table, input_ids, axis=0, mode="fill").astype(a.residual_dtype)
 
 
 class Head(nn.Module):

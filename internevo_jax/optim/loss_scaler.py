@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from internevo_jax.config import Config
 
 
-
 class LossScaleState(NamedTuple):
     """Scaler state; it lives in the train state and in checkpoints."""
 
@@ -27,8 +26,17 @@ class LossScaleState(NamedTuple):
 class DynamicLossScaler:
     """Backs off after `hysteresis` overflows, grows after `growth_interval` clean steps."""
 
-    def __init__(self, initial_scale: float, min_scale: float, growth_interval: int, growth_factor: float,
-                 backoff_factor: float, max_scale: float | None, hysteresis: int, enabled: bool = True):
+    def __init__(
+        self,
+        initial_scale: float,
+        min_scale: float,
+        growth_interval: int,
+        growth_factor: float,
+        backoff_factor: float,
+        max_scale: float | None,
+        hysteresis: int,
+        enabled: bool = True,
+    ):
         self.initial_scale = float(initial_scale) if enabled else 1.0
         self.min_scale = float(min_scale) if min_scale else None
         self.max_scale = float(max_scale) if max_scale else None
@@ -43,8 +51,16 @@ class DynamicLossScaler:
         """Scaler for the config: active for fp16 and bf16 compute (as in InternEvo), off for fp32."""
         gs = cfg.grad_scaler
         enabled = jnp.dtype(cfg.model.compute_dtype) in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
-        return cls(gs.fp16.initial_scale, gs.fp16.min_scale, gs.fp16.growth_interval, gs.growth_factor,
-                   gs.backoff_factor, gs.max_scale, gs.hysteresis, enabled=enabled)
+        return cls(
+            gs.fp16.initial_scale,
+            gs.fp16.min_scale,
+            gs.fp16.growth_interval,
+            gs.growth_factor,
+            gs.backoff_factor,
+            gs.max_scale,
+            gs.hysteresis,
+            enabled=enabled,
+        )
 
     def init(self) -> LossScaleState:
         return LossScaleState(jnp.float32(self.initial_scale), jnp.int32(0), jnp.int32(0))

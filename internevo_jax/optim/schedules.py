@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from internevo_jax.config import Config
 
 
-
 class LrSchedule:
     """FineTuneCosineAnnealingWarmupLR in closed form.
 
@@ -25,8 +24,14 @@ class LrSchedule:
     with warmup = int(total_steps * warmup_ratio) and W = warmup + init_steps.
     """
 
-    def __init__(self, lr: float, total_steps: int, init_steps: int = 0, warmup_ratio: float = 0.0,
-                 eta_min: float = 0.0):
+    def __init__(
+        self,
+        lr: float,
+        total_steps: int,
+        init_steps: int = 0,
+        warmup_ratio: float = 0.0,
+        eta_min: float = 0.0,
+    ):
         self.lr = float(lr)
         self.total_steps = int(total_steps)
         self.init_steps = int(init_steps)
@@ -44,7 +49,10 @@ class LrSchedule:
         t = jnp.asarray(count, jnp.float32)
         warm = (t + 1 - self.init_steps) / max(self.warmup_steps, 1) * self.lr
         cos_len = max(self.total_steps - self.warmup_end, 1)
-        cos = self.eta_min + (self.lr - self.eta_min) * (1 + jnp.cos(math.pi * (t - self.warmup_end) / cos_len)) / 2
+        cos = (
+            self.eta_min
+            + (self.lr - self.eta_min) * (1 + jnp.cos(math.pi * (t - self.warmup_end) / cos_len)) / 2
+        )
         lr = jnp.where(t < self.init_steps, 0.0, jnp.where(t < self.warmup_end, warm, cos))
         return lr.astype(jnp.float32)
 

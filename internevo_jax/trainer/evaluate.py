@@ -28,8 +28,11 @@ def make_eval_step(model: nn.Module, mesh, rules, param_shardings, *, matmul_pre
         total, _ = jax.lax.scan(body, zero, batch)
         return total
 
-    jitted = jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)),
-                     out_shardings=NamedSharding(mesh, PartitionSpec()))
+    jitted = jax.jit(
+        evaluate,
+        in_shardings=(param_shardings, batch_sharding(mesh)),
+        out_shardings=NamedSharding(mesh, PartitionSpec()),
+    )
 
     def run(params, batch):
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.default_matmul_precision(matmul_precision):

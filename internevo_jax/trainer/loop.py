@@ -9,15 +9,19 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+import flax.linen as nn
 import jax
 import numpy as np
+import optax
+from jax.sharding import Mesh
 
-from internevo_jax.config import Config, ConfigError, parallel_sizes
+from internevo_jax.config import Config, ConfigError, ParallelSizes, parallel_sizes
 from internevo_jax.data import build_train_loader, build_valid_loaders
 from internevo_jax.model import attention_backend_name, build_model
 from internevo_jax.monitor import JsonlWriter, format_metrics_line, logger
-from internevo_jax.optim import DynamicLossScaler, build_optimizer
+from internevo_jax.optim import Beta2Schedule, DynamicLossScaler, LrSchedule, build_optimizer
 from internevo_jax.parallel import build_mesh, local_dp_ranks, logical_axis_rules, put_batch
+from internevo_jax.trainer.evaluate import evaluate_sets, make_eval_step
 from internevo_jax.trainer.metrics import (
     batch_statistics,
     dense_params,
@@ -25,7 +29,6 @@ from internevo_jax.trainer.metrics import (
     model_flops_per_token,
     peak_flops_for,
 )
-from internevo_jax.trainer.evaluate import evaluate_sets, make_eval_step
 from internevo_jax.trainer.state import TrainContext, TrainState, create_train_state
 from internevo_jax.trainer.step import LossFn, make_train_step
 
@@ -65,45 +68,109 @@ def _validate(eval_step, state, valid_sets, mesh, dp_size, ctx, writer) -> None:
         writer.write(record)
 
 
-def fit(cfg: Config, *, devices: Sequence[jax.Device] | None = None, loss_fn: LossFn | None = None,
-        grad_hook: Callable | None = None, profiling: bool = False, max_steps: int | None = None,
-        log_every: int = 1) -> FitResult:
-    """Train `cfg` from scratch until data.total_steps (or `max_steps` steps) and return the result."""
+@dataclasses.dataclass
+class Components:
+    """Everything a run is built from; `build_components` makes it, `fit` drives it."""
+
+    cfg: Config
+    sizes: ParallelSizes
+    mesh: Mesh
+    rules: tuple
+    model: nn.Module
+    tx: optax.GradientTransformation
+    lr_schedule: LrSchedule
+    beta2_schedule: Beta2Schedule
+    scaler: DynamicLossScaler
+    state: TrainState
+    shardings: TrainState
+    step_fn: Callable
+
+
+def build_components(
+    cfg: Config,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    loss_fn: LossFn | None = None,
+    grad_hook: Callable | None = None,
+) -> Components:
+    """Mesh, model, optimizer, initial sharded train state and the compiled step for `cfg`."""
     devices = list(jax.devices() if devices is None else devices)
     sizes = parallel_sizes(cfg, len(devices))
     mesh = build_mesh(sizes, devices)
     rules = logical_axis_rules(cfg)
-    is_logger = jax.process_index() == 0
     logger.info(
         "mesh %s on %d %s device(s), %d process(es)",
-        dict(mesh.shape), len(devices), devices[0].platform, jax.process_count(),
+        dict(mesh.shape),
+        len(devices),
+        devices[0].platform,
+        jax.process_count(),
     )
-
     try:
-        backend = attention_backend_name(cfg, devices[0].platform, seq_len=cfg.data.packed_length)
+        backend = attention_backend_name(cfg, seq_len=cfg.data.packed_length)
         model = build_model(cfg)
     except ValueError as err:
         raise ConfigError(f"{cfg.source_path or '<config>'}: {err}") from err
-    logger.info("model %s, attention backend %s, compute dtype %s", cfg.model_type, backend,
-                np.dtype(cfg.model.compute_dtype).name)
-    tx, _, _ = build_optimizer(cfg)
+    logger.info(
+        "model %s, attention backend %s, compute dtype %s",
+        cfg.model_type,
+        backend,
+        np.dtype(cfg.model.compute_dtype).name,
+    )
+    tx, lr_schedule, beta2_schedule = build_optimizer(cfg)
     scaler = DynamicLossScaler.from_config(cfg)
-    state, shardings = create_train_state(model, tx, scaler, mesh, rules, jax.random.key(cfg.seed),
-                                          cfg.data.seq_len)
+    state, shardings = create_train_state(
+        model, tx, scaler, mesh, rules, jax.random.key(cfg.seed), cfg.data.seq_len
+    )
+    step_fn = make_train_step(
+        model,
+        tx,
+        scaler,
+        mesh,
+        rules,
+        shardings,
+        loss_fn=loss_fn,
+        label_smoothing=cfg.loss.label_smoothing,
+        matmul_precision=cfg.model.matmul_precision,
+        grad_hook=grad_hook,
+    )
+    return Components(
+        cfg, sizes, mesh, rules, model, tx, lr_schedule, beta2_schedule, scaler, state, shardings, step_fn
+    )
+
+
+def fit(
+    cfg: Config,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    loss_fn: LossFn | None = None,
+    grad_hook: Callable | None = None,
+    profiling: bool = False,
+    max_steps: int | None = None,
+    log_every: int = 1,
+) -> FitResult:
+    """Train `cfg` from scratch until data.total_steps (or `max_steps` steps) and return the result."""
+    parts = build_components(cfg, devices=devices, loss_fn=loss_fn, grad_hook=grad_hook)
+    sizes, mesh, state = parts.sizes, parts.mesh, parts.state
+    devices = list(mesh.devices.flat)
+    is_logger = jax.process_index() == 0
     n_dense = dense_params(state.params)
     n_total = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
     logger.info("parameters: %.2fM total, %.2fM without the input embedding", n_total / 1e6, n_dense / 1e6)
 
     dp_ranks = local_dp_ranks(mesh)
     loader = build_train_loader(cfg, dp_size=sizes.dp, dp_ranks=dp_ranks, vocab_size=cfg.model.vocab_size)
-    step_fn = make_train_step(model, tx, scaler, mesh, rules, shardings, loss_fn=loss_fn,
-                              label_smoothing=cfg.loss.label_smoothing,
-                              matmul_precision=cfg.model.matmul_precision, grad_hook=grad_hook)
-
     valid_sets, eval_step = {}, None
     if cfg.data.valid_every > 0:
-        valid_sets = build_valid_loaders(cfg, dp_size=sizes.dp, dp_ranks=dp_ranks, vocab_size=cfg.model.vocab_size)
-        eval_step = make_eval_step(model, mesh, rules, shardings.params, matmul_precision=cfg.model.matmul_precision)
+        valid_sets = build_valid_loaders(
+            cfg, dp_size=sizes.dp, dp_ranks=dp_ranks, vocab_size=cfg.model.vocab_size
+        )
+        eval_step = make_eval_step(
+            parts.model,
+            mesh,
+            parts.rules,
+            parts.shardings.params,
+            matmul_precision=cfg.model.matmul_precision,
+        )
 
     run_dir = resolve_run_dir(cfg)
     writer = None
@@ -132,7 +199,7 @@ def fit(cfg: Config, *, devices: Sequence[jax.Device] | None = None, loss_fn: Lo
                 continue
 
             t0 = time.perf_counter()
-            state, metrics = step_fn(state, put_batch(host_batch, mesh, sizes.dp))
+            state, metrics = parts.step_fn(state, put_batch(host_batch, mesh, sizes.dp), step)
             metrics = jax.device_get(metrics)
             step_time = time.perf_counter() - t0
             if profiling and step == profile_start + PROFILE_STEPS - 1:
@@ -142,8 +209,11 @@ def fit(cfg: Config, *, devices: Sequence[jax.Device] | None = None, loss_fn: Lo
             ctx.num_consumed_tokens += batch_tokens  # advances on skipped steps too, as in InternEvo
             if bool(metrics["overflow"]):
                 ctx.inf_nan_skip_batches += 1
-                logger.warning("step %d: non-finite gradients, update skipped (loss scale now %g)",
-                               step + 1, float(metrics["loss_scale"]))
+                logger.warning(
+                    "step %d: non-finite gradients, update skipped (loss scale now %g)",
+                    step + 1,
+                    float(metrics["loss_scale"]),
+                )
             loss = float(metrics["loss"])
             losses.append(loss)
             if not is_logger or (step + 1) % log_every:
@@ -152,7 +222,9 @@ def fit(cfg: Config, *, devices: Sequence[jax.Device] | None = None, loss_fn: Lo
                 continue
             tokens_per_s = batch_tokens / step_time
             record = {
-                "tflops": round(internevo_step_flops(cfg, sizes.dp, micro_num) / (step_time * world * 1e12), 4),
+                "tflops": round(
+                    internevo_step_flops(cfg, sizes.dp, micro_num) / (step_time * world * 1e12), 4
+                ),
                 "step": step + 1,
                 "loss": loss,
                 "tgs (tokens/gpu/second)": round(tokens_per_s / world, 2),

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 IGNORE_INDEX = -100
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, batch: dict | None = None, *,
-                  label_smoothing: float = 0.0) -> tuple[jax.Array, dict]:
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, batch: dict | None = None, *, label_smoothing: float = 0.0
+) -> tuple[jax.Array, dict]:
     """Loss of one micro-batch: per-row token mean over labels != -100, then the mean over rows.
 
     A row is one data-parallel rank's pack, so the mean over rows equals InternEvo's per-rank mean

@@ -43,8 +43,9 @@ def abstract_model_inputs(batch_rows: int, length: int):
     return spec, spec, spec
 
 
-def create_train_state(model, tx: optax.GradientTransformation, scaler, mesh, rules, rng: jax.Array,
-                       seq_len: int) -> tuple[TrainState, TrainState]:
+def create_train_state(
+    model, tx: optax.GradientTransformation, scaler, mesh, rules, rng: jax.Array, seq_len: int
+) -> tuple[TrainState, TrainState]:
     """Initialise params, optimizer and scaler state directly in their shardings on `mesh`.
 
     Returns (state, state_shardings). Parameters are placed by the logical-axis rules; optimizer
@@ -66,7 +67,10 @@ def create_train_state(model, tx: optax.GradientTransformation, scaler, mesh, ru
     abstract_params = nn.unbox(boxed)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
     opt_shardings = optax.tree_map_params(
-        tx, lambda _, sharding: sharding, abstract_opt, param_shardings,
+        tx,
+        lambda _, sharding: sharding,
+        abstract_opt,
+        param_shardings,
         transform_non_params=lambda _: replicated,
     )
     shardings = TrainState(

@@ -59,24 +59,34 @@ def make_grads_fn(model: nn.Module, *, loss_fn: LossFn | None = None, label_smoo
     return grads
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, scaler: DynamicLossScaler,
-                    mesh, rules, state_shardings: TrainState, *, loss_fn: LossFn | None = None,
-                    label_smoothing: float = 0.0, matmul_precision: str | None = None,
-                    grad_hook: Callable | None = None) -> Callable:
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    scaler: DynamicLossScaler,
+    mesh,
+    rules,
+    state_shardings: TrainState,
+    *,
+    loss_fn: LossFn | None = None,
+    label_smoothing: float = 0.0,
+    matmul_precision: str | None = None,
+    grad_hook: Callable | None = None,
+) -> Callable:
     """Build `step(state, batch) -> (state, metrics)`, jitted with explicit shardings.
 
     batch: dict of int32 arrays [micro_num, rows, packed_length] (see `make_grads_fn`).
     On non-finite gradients the whole update is skipped: params, optimizer state and schedules
     stay bit-identical, and the loss scaler backs off.
-    `grad_hook(grads, update_count)` may transform the averaged gradients (tests inject overflows).
+    `grad_hook(grads, step)` may transform the averaged gradients; `step` is the 0-based batch
+    index passed to the step (tests use it to inject overflows on chosen steps).
     """
     grads_fn = make_grads_fn(model, loss_fn=loss_fn, label_smoothing=label_smoothing)
 
-    def step(state: TrainState, batch: dict):
+    def step(state: TrainState, batch: dict, step_index: jax.Array):
         params = state.params
         grads, losses, stats = grads_fn(params, batch, state.loss_scale.scale)
         if grad_hook is not None:
-            grads = grad_hook(grads, state.update_count)
+            grads = grad_hook(grads, step_index)
         finite = _all_finite(grads)
 
         updates, new_opt_state = tx.update(grads, state.opt_state, params)
@@ -106,14 +116,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, scaler: 
     replicated = NamedSharding(mesh, PartitionSpec())
     jitted = jax.jit(
         step,
-        in_shardings=(state_shardings, batch_sharding(mesh)),
+        in_shardings=(state_shardings, batch_sharding(mesh), replicated),
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,),
     )
 
-    def run(state: TrainState, batch: dict):
+    def run(state: TrainState, batch: dict, step_index: int = 0):
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.default_matmul_precision(matmul_precision):
-            return jitted(state, batch)
+            return jitted(state, batch, jnp.int32(step_index))
 
     run.jitted = jitted
     return run

@@ -30,7 +30,11 @@ def run_train(args: list[str], *, devices: int = 1, cwd: Path | None = None, tim
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "internevo_jax.train", "--launcher", "local", *args],
-        cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

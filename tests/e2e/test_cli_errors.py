@@ -21,7 +21,9 @@ def test_unknown_key_in_file_names_the_closest(tmp_path):
 
 
 def test_unknown_key_in_override():
-    assert_user_error(run_train(["--config", SFT, *sets("model.hiden_size=8")]), "model.hiden_size", "hidden_size")
+    assert_user_error(
+        run_train(["--config", SFT, *sets("model.hiden_size=8")]), "model.hiden_size", "hidden_size"
+    )
 
 
 def test_wrong_type():

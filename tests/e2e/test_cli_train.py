@@ -9,8 +9,15 @@ from internevo_jax.monitor import LINE_KEYS
 
 def test_7b_sft_config_trains_with_overridden_dims(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_train(["--config", str(REPO / "configs/7b_sft.py"), "--seed", "7",
-                      *sets(*TINY, "data.total_steps=3", f"run_dir={run_dir}")])
+    proc = run_train(
+        [
+            "--config",
+            str(REPO / "configs/7b_sft.py"),
+            "--seed",
+            "7",
+            *sets(*TINY, "data.total_steps=3", f"run_dir={run_dir}"),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     lines = [ln for ln in log.splitlines() if "tflops=" in ln]
@@ -18,7 +25,7 @@ def test_7b_sft_config_trains_with_overridden_dims(tmp_path):
     # InternEvo's keys in InternEvo's order, then our extras
     keys = [kv.split("=")[0] for kv in lines[0].split(" INFO ", 1)[1].split(",")]
     assert keys[: len(LINE_KEYS)] == list(LINE_KEYS)
-    assert keys[len(LINE_KEYS):] == ["acc", "perplexity", "mfu"]
+    assert keys[len(LINE_KEYS) :] == ["acc", "perplexity", "mfu"]
     # PyTorch-only keys are reported once, as one line
     assert log.count("have no effect in JAX") == 1
     assert "cudnn_benchmark" in log
@@ -37,8 +44,14 @@ def test_7b_sft_config_trains_with_overridden_dims(tmp_path):
 
 def test_data_parallel_run_on_8_devices(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_train(["--config", str(REPO / "configs/7b_sft.py"),
-                      *sets(*TINY, "data.total_steps=2", "parallel.zero1=8", f"run_dir={run_dir}")], devices=8)
+    proc = run_train(
+        [
+            "--config",
+            str(REPO / "configs/7b_sft.py"),
+            *sets(*TINY, "data.total_steps=2", "parallel.zero1=8", f"run_dir={run_dir}"),
+        ],
+        devices=8,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "'fsdp': 8" in proc.stdout + proc.stderr
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

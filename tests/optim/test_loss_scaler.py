@@ -16,8 +16,15 @@ def run(scaler, overflows):
 
 
 def test_hysteresis_growth_and_clamping():
-    scaler = DynamicLossScaler(initial_scale=16.0, min_scale=2.0, growth_interval=3, growth_factor=2.0,
-                               backoff_factor=0.5, max_scale=64.0, hysteresis=2)
+    scaler = DynamicLossScaler(
+        initial_scale=16.0,
+        min_scale=2.0,
+        growth_interval=3,
+        growth_factor=2.0,
+        backoff_factor=0.5,
+        max_scale=64.0,
+        hysteresis=2,
+    )
     # overflow #1 is absorbed by hysteresis; #2 backs off; hysteresis_step is not reset by a backoff,
     # so #3 backs off at once; 3 clean steps grow and reset hysteresis; growth is capped at max_scale.
     overflows = [1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]

@@ -41,10 +41,12 @@ def test_cross_entropy_is_mean_of_row_token_means(eps):
 
 
 def test_batch_statistics_counts_segments_per_micro_batch():
-    seg = np.array([
-        [1, 1, 1, 2, 2, 3, 0, 0],  # 3 segments, longest 3
-        [1, 1, 1, 1, 1, 1, 2, 2],  # 2 segments, longest 6
-    ])
+    seg = np.array(
+        [
+            [1, 1, 1, 2, 2, 3, 0, 0],  # 3 segments, longest 3
+            [1, 1, 1, 1, 1, 1, 2, 2],  # 2 segments, longest 6
+        ]
+    )
     stats = batch_statistics(seg)
     assert stats == {"num_samples_in_batch": 5, "largest_length": 6, "largest_batch": 3, "smallest_batch": 2}
 

@@ -18,8 +18,15 @@ VOCAB = 97
 def tiny_config(micro_num=1):
     return config_from_dict(
         {
-            "model": dict(num_attention_heads=4, hidden_size=32, num_layers=2, vocab_size=VOCAB,
-                          mlp_ratio=2.0, dtype="torch.float32", use_flash_attn=False),
+            "model": dict(
+                num_attention_heads=4,
+                hidden_size=32,
+                num_layers=2,
+                vocab_size=VOCAB,
+                mlp_ratio=2.0,
+                dtype="torch.float32",
+                use_flash_attn=False,
+            ),
             "data": dict(seq_len=16, micro_num=micro_num, micro_bsz=1, total_steps=10),
             "parallel": dict(zero1=1),
             "adam": dict(lr=1e-3),
@@ -34,7 +41,7 @@ def segmented_chunks(rng, n_chunks, seq_len):
     for _ in range(n_chunks):
         cut = int(rng.integers(3, seq_len - 3))
         toks = rng.integers(0, VOCAB, size=seq_len)
-        lab = np.concatenate([toks[1:cut], [-100], toks[cut + 1:], [-100]])
+        lab = np.concatenate([toks[1:cut], [-100], toks[cut + 1 :], [-100]])
         ids.append(toks)
         labels.append(lab)
         pos.append(np.concatenate([np.arange(cut), np.arange(seq_len - cut)]))
@@ -57,8 +64,9 @@ def test_micro_num_accumulation_equals_one_big_micro_batch():
     as_pack["segment_ids"] = big_seg.astype(np.int32)
 
     params = model.init(jax.random.key(0), ids[:1], pos[:1], seg[:1])["params"]
-    params = jax.tree.map(lambda p: p.unbox() if hasattr(p, "unbox") else p, params,
-                          is_leaf=lambda p: hasattr(p, "unbox"))
+    params = jax.tree.map(
+        lambda p: p.unbox() if hasattr(p, "unbox") else p, params, is_leaf=lambda p: hasattr(p, "unbox")
+    )
     grads_fn = jax.jit(make_grads_fn(model))
     g_micro, losses_micro, _ = grads_fn(params, as_micro, jnp.float32(1.0))
     g_pack, losses_pack, _ = grads_fn(params, as_pack, jnp.float32(1.0))
@@ -94,8 +102,14 @@ def test_data_parallel_over_8_devices_equals_one_device():
     for _ in range(3):
         ids, labels, pos, seg = segmented_chunks(rng, 2 * 8, cfg.data.seq_len)
         shape = (2, 8, cfg.data.seq_len)
-        batches.append({"input_ids": ids.reshape(shape), "labels": labels.reshape(shape),
-                        "positions": pos.reshape(shape), "segment_ids": seg.reshape(shape)})
+        batches.append(
+            {
+                "input_ids": ids.reshape(shape),
+                "labels": labels.reshape(shape),
+                "positions": pos.reshape(shape),
+                "segment_ids": seg.reshape(shape),
+            }
+        )
     losses_1, params_1 = run_steps(cfg, jax.devices()[:1], batches)
     losses_8, params_8 = run_steps(cfg, jax.devices(), batches)
     np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
