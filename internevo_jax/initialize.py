@@ -1,10 +1,42 @@
-"""Start-up helpers shared by `python -m internevo_jax.train` and custom training scripts."""
+"""The programmatic API for custom training scripts, with InternEvo's names.
+
+InternEvo's flow, the JAX way (explicit state, no global context)::
+
+    parser = get_default_parser()
+    args = parser.parse_args()
+    cfg = launch_from_config(args.config, launcher=args.launcher, seed=args.seed, overrides=args.overrides)
+    env = initialize_parallel(cfg)
+    model, params = initialize_model(cfg, env)
+    train_dl, dataset_types = build_train_loader_with_data_type(cfg, env)
+    valid_dls, _ = build_valid_loader_with_data_type(cfg, env)
+    optimizer, beta2_scheduler, lr_scheduler = initialize_optimizer(cfg)
+    trainer = initialize_trainer(cfg, env, model, params, optimizer, criterion=my_loss,
+                                 lr_scheduler=lr_scheduler, beta2_scheduler=beta2_scheduler)
+    for step, batch in train_dl:
+        metrics = trainer.step(batch)
+
+See docs/api.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Sequence
 
-from internevo_jax.parallel.launch import LAUNCHERS
+import jax
+from jax.sharding import Mesh
+
+from internevo_jax.config import Config, ParallelSizes, load_config, parallel_sizes
+from internevo_jax.monitor import logger, setup_logging
+from internevo_jax.parallel import (
+    LAUNCHERS,
+    build_mesh,
+    initialize_distributed,
+    local_dp_ranks,
+    logical_axis_rules,
+    resolve_launch,
+)
 
 
 def get_default_parser() -> argparse.ArgumentParser:
@@ -58,3 +90,160 @@ def get_default_parser() -> argparse.ArgumentParser:
         help="how long to wait for every process to join (default 300)",
     )
     return parser
+
+
+def launch_from_config(
+    config: str | None,
+    *,
+    launcher: str = "local",
+    host: str | None = None,
+    port: int = 8888,
+    rank: int | None = None,
+    world_size: int | None = None,
+    seed: int | None = None,
+    overrides: Sequence[str] = (),
+    timeout_s: int = 300,
+) -> Config:
+    """Load the config, start jax.distributed for multi-process jobs and set up logging.
+
+    Returns the resolved Config. `seed` (when given) overrides the config's seed.
+    """
+    setup_logging()
+    launch = resolve_launch(launcher, host=host, port=port, rank=rank, world_size=world_size)
+    overrides = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
+    cfg = load_config(config, overrides, log=logger.warning)
+    initialize_distributed(launch, timeout_s=timeout_s)
+    setup_logging(jax.process_index())
+    return cfg
+
+
+def initialize_distributed_env(
+    config: str | None,
+    launcher: str = "slurm",
+    master_port: int = 8888,
+    seed: int | None = None,
+    overrides: Sequence[str] = (),
+) -> Config:
+    """InternEvo's name and argument order for `launch_from_config`."""
+    return launch_from_config(config, launcher=launcher, port=master_port, seed=seed, overrides=overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelEnv:
+    """The mesh a run lives on, the parallel sizes behind it and the logical-axis rules."""
+
+    mesh: Mesh
+    sizes: ParallelSizes
+    rules: tuple
+
+    @property
+    def dp_ranks(self) -> list[int]:
+        """Data-parallel ranks whose batch rows this process feeds."""
+        return local_dp_ranks(self.mesh)
+
+
+def initialize_parallel(cfg: Config, devices: Sequence[jax.Device] | None = None) -> ParallelEnv:
+    """Build the mesh from the `parallel` dict over `devices` (default: all devices of the job)."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = parallel_sizes(cfg, len(devices))
+    return ParallelEnv(build_mesh(sizes, devices), sizes, logical_axis_rules(cfg))
+
+
+def initialize_model(cfg: Config, env: ParallelEnv, *, rng: jax.Array | None = None):
+    """Return (model, params): the Flax module for cfg.model_type and its fp32 parameters, sharded on the mesh."""
+    from internevo_jax.trainer import create_model, init_params
+
+    model = create_model(cfg)
+    rng = jax.random.key(cfg.seed) if rng is None else rng
+    params, _ = init_params(model, env.mesh, env.rules, rng, cfg.data.seq_len)
+    return model, params
+
+
+def initialize_model_and_parallel_communicator(cfg: Config, devices: Sequence[jax.Device] | None = None):
+    """InternEvo's name: the parallel environment, then the model on it. Returns (model, params, env)."""
+    env = initialize_parallel(cfg, devices)
+    model, params = initialize_model(cfg, env)
+    return model, params, env
+
+
+def build_train_loader_with_data_type(cfg: Config, env: ParallelEnv):
+    """Return (train loader, dataset type names): the loader yields (step, batch) for this process's rows."""
+    from internevo_jax.data import build_train_loader, type_names
+
+    loader = build_train_loader(
+        cfg, dp_size=env.sizes.dp, dp_ranks=env.dp_ranks, vocab_size=cfg.model.vocab_size
+    )
+    return loader, type_names(cfg)
+
+
+def build_valid_loader_with_data_type(cfg: Config, env: ParallelEnv):
+    """Return ({name: validation set}, dataset type names)."""
+    from internevo_jax.data import build_valid_loaders, type_names
+
+    sets = build_valid_loaders(
+        cfg, dp_size=env.sizes.dp, dp_ranks=env.dp_ranks, vocab_size=cfg.model.vocab_size
+    )
+    return sets, type_names(cfg)
+
+
+def initialize_optimizer(cfg: Config):
+    """Return (optimizer, beta2_scheduler, lr_scheduler), InternEvo's order.
+
+    The optimizer is an optax GradientTransformation (clipping + AdamW); the schedulers are
+    callables of the update count: `lr_scheduler(t)`, `beta2_scheduler(t)`.
+    """
+    from internevo_jax.optim import build_optimizer
+
+    tx, lr_schedule, beta2_schedule = build_optimizer(cfg)
+    return tx, beta2_schedule, lr_schedule
+
+
+def initialize_trainer(
+    cfg: Config,
+    env: ParallelEnv,
+    model,
+    params,
+    optimizer,
+    criterion=None,
+    *,
+    lr_scheduler=None,
+    beta2_scheduler=None,
+    dataset_types: Sequence[str] = (),
+    grad_hook=None,
+):
+    """Return a Trainer whose `step(batch)` runs one compiled update.
+
+    `criterion(logits, labels, batch)` replaces the loss: it returns a scalar, or (scalar,
+    {name: scalar}) whose extra metrics are reported with the step's metrics. `params` is taken
+    over by the trainer (its optimizer state is built around it).
+    """
+    from internevo_jax.optim import DynamicLossScaler
+    from internevo_jax.trainer import Trainer, init_train_state
+
+    scaler = DynamicLossScaler.from_config(cfg)
+    shardings = jax.tree.map(lambda p: p.sharding, params)
+    state, state_shardings = init_train_state(params, shardings, optimizer, scaler, env.mesh)
+    return Trainer(
+        cfg,
+        model=model,
+        mesh=env.mesh,
+        rules=env.rules,
+        sizes=env.sizes,
+        tx=optimizer,
+        scaler=scaler,
+        state=state,
+        shardings=state_shardings,
+        lr_schedule=lr_scheduler,
+        beta2_schedule=beta2_scheduler,
+        loss_fn=criterion,
+        grad_hook=grad_hook,
+        type_names=tuple(dataset_types),
+    )
+
+
+def initialize_checkpoint_manager(cfg: Config, run_dir: str | None = None):
+    """The checkpoint manager for `cfg.ckpt`: `resume(...)` before training, `maybe_save(...)` each step."""
+    from internevo_jax.checkpoint import build_checkpoint_manager
+    from internevo_jax.trainer import resolve_run_dir
+
+    return build_checkpoint_manager(cfg, run_dir or resolve_run_dir(cfg))

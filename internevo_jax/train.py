@@ -4,35 +4,36 @@ from __future__ import annotations
 
 import sys
 
-from internevo_jax.config import ConfigError, load_config
-from internevo_jax.initialize import get_default_parser
-from internevo_jax.monitor import logger, setup_logging
+from internevo_jax.initialize import get_default_parser, launch_from_config
+from internevo_jax.monitor import logger
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    # Errors caused by the user's config, data, launch or checkpoint: shown as their one-paragraph
+    # message without a traceback.
+    from internevo_jax.checkpoint import CheckpointError
+    from internevo_jax.config import ConfigError
     from internevo_jax.data import DataError
     from internevo_jax.parallel import LaunchError
 
-    return (ConfigError, DataError, LaunchError)
+    return (ConfigError, DataError, LaunchError, CheckpointError)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, start the distributed runtime, build the run and train. Returns the exit code."""
     args = get_default_parser().parse_args(argv)
-    setup_logging()
     try:
-        from internevo_jax.parallel import initialize_distributed, resolve_launch
-
-        launch = resolve_launch(
-            args.launcher, host=args.host, port=args.port, rank=args.rank, world_size=args.world_size
+        cfg = launch_from_config(
+            args.config,
+            launcher=args.launcher,
+            host=args.host,
+            port=args.port,
+            rank=args.rank,
+            world_size=args.world_size,
+            seed=args.seed,
+            overrides=args.overrides,
+            timeout_s=args.distributed_timeout,
         )
-        overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-        cfg = load_config(args.config, overrides, log=logger.warning)
-        initialize_distributed(launch, timeout_s=args.distributed_timeout)
-
-        import jax
-
-        setup_logging(jax.process_index())
         from internevo_jax.trainer import fit
 
         result = fit(cfg, profiling=args.profiling)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     logger.info(
-        "finished %d steps; last loss %.4f",
+        "finished at step %d; last loss %.4f",
         result.context.step,
         result.losses[-1] if result.losses else float("nan"),
     )

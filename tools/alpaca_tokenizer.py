@@ -42,7 +42,9 @@ def main(argv=None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"number of train dataset: {stats.train_samples}, number of train dataset token: {stats.train_tokens}")
+    print(
+        f"number of train dataset: {stats.train_samples}, number of train dataset token: {stats.train_tokens}"
+    )
     print(
         f"number of validation dataset: {stats.valid_samples}, number of validation dataset token: "
         f"{stats.valid_tokens}"

@@ -47,7 +47,7 @@ def with_schedule_from(opt_state, source):
     if i is None:
         return opt_state
     mine, theirs = opt_state[i], source[i]
-    parts = (*opt_state[:i], theirs._replace(inner_state=mine.inner_state), *opt_state[i + 1:])
+    parts = (*opt_state[:i], theirs._replace(inner_state=mine.inner_state), *opt_state[i + 1 :])
     return type(opt_state)(*parts) if hasattr(opt_state, "_fields") else type(opt_state)(parts)
 
 
@@ -75,7 +75,9 @@ def first_mismatch(saved: dict[str, tuple], wanted: dict[str, tuple]) -> str | N
         if name not in saved:
             return f"'{name}' (shape {shape}) is in the model but not in the checkpoint"
         if tuple(saved[name]) != tuple(shape):
-            return f"'{name}' has shape {tuple(saved[name])} in the checkpoint but {tuple(shape)} in the model"
+            return (
+                f"'{name}' has shape {tuple(saved[name])} in the checkpoint but {tuple(shape)} in the model"
+            )
     for name, shape in saved.items():
         if name not in wanted:
             return f"'{name}' (shape {tuple(shape)}) is in the checkpoint but not in the model"

@@ -19,23 +19,29 @@ def load_hf_into(state, shardings, path: str, cfg, content: frozenset[str]):
     """Load Hugging Face weights into `state.params` (placed in `shardings.params`)."""
     if importlib.util.find_spec(HF_MODULE) is None:
         raise CheckpointError(
-            f"Hugging Face import is not available yet: ckpt.load_ckpt_info.ckpt_type=\"hf\" (path {path}) "
+            f'Hugging Face import is not available yet: ckpt.load_ckpt_info.ckpt_type="hf" (path {path}) '
             f"needs the converter module {HF_MODULE}, which this installation does not have. Load a "
-            f"checkpoint saved by internevo_jax (ckpt_type=\"internevo\") instead, or update the package."
+            f'checkpoint saved by internevo_jax (ckpt_type="internevo") instead, or update the package.'
         )
     hf = importlib.import_module(HF_MODULE)
     location = parse_location(path, key="ckpt.load_ckpt_info.path")
     if not isinstance(location, LocalLocation):
-        raise CheckpointError(f"Hugging Face weights are read from a local folder; {path} is not one. "
-                              f"Download the model folder first and point ckpt.load_ckpt_info.path at it.")
+        raise CheckpointError(
+            f"Hugging Face weights are read from a local folder; {path} is not one. "
+            f"Download the model folder first and point ckpt.load_ckpt_info.path at it."
+        )
     if content - {"model"}:
-        logger.warning("a Hugging Face checkpoint holds weights only; ignoring %s in load_ckpt_info.content",
-                       ", ".join(sorted(content - {"model"})))
+        logger.warning(
+            "a Hugging Face checkpoint holds weights only; ignoring %s in load_ckpt_info.content",
+            ", ".join(sorted(content - {"model"})),
+        )
     abstract = abstract_like(state.params, shardings.params)
     params = hf.load_hf_params(location.path, cfg, abstract)
     problem = first_mismatch(named_shapes(params), named_shapes(abstract))
     if problem:
-        raise CheckpointError(f"The Hugging Face weights in {location.path} do not fit this model: {problem}. "
-                              f"Check model_type and the model sizes in the config against the HF config.json.")
+        raise CheckpointError(
+            f"The Hugging Face weights in {location.path} do not fit this model: {problem}. "
+            f"Check model_type and the model sizes in the config against the HF config.json."
+        )
     logger.info("loaded Hugging Face weights from %s", location.path)
     return state.replace(params=jax.device_put(params, shardings.params))

@@ -88,14 +88,13 @@ class CheckpointManager:
         self._saved_steps: set[int] = set()
         self._slot_steps: dict[str, int] | None = None  # newest complete step per snapshot slot
         self._stage_root = self._staging_folder() if self.root is not None else None
+        self._staging_shared = False  # set once the hosts are known to share the staging folder
         self.stop_file = StopFile(ck.stop_file_path) if ck.stop_file_path else None
         self.signals = None
+        # Handlers go in at the first maybe_save, so a run that fails before training leaves none behind.
+        self._want_signals = install_signal_handlers and self.save_enabled
         if self.save_enabled:
             self._check_destination()
-            if install_signal_handlers:
-                catcher = SignalCatcher()
-                if catcher.install():
-                    self.signals = catcher
 
     # -- set-up -------------------------------------------------------------------------------
     def _staging_folder(self) -> str:
@@ -114,8 +113,12 @@ class CheckpointManager:
         if isinstance(self.root, S3Location):
             self.files.check_bucket(self.root)
             self._check_shared_staging()
-            logger.info("checkpoints go to %s (endpoint %s), staged in %s", self.root.url,
-                        self.root.settings.endpoint_name, self._stage_root)
+            logger.info(
+                "checkpoints go to %s (endpoint %s), staged in %s",
+                self.root.url,
+                self.root.settings.endpoint_name,
+                self._stage_root,
+            )
         else:
             try:
                 os.makedirs(self.root.path, exist_ok=True)
@@ -131,8 +134,9 @@ class CheckpointManager:
         import jax
 
         if jax.process_count() == 1:
+            self._staging_shared = True
             return
-        token = int.from_bytes(os.urandom(4), "little")
+        token = int.from_bytes(os.urandom(3), "little")  # fits int32: JAX collectives run without x64
         probe = os.path.join(self._stage_root, ".shared_probe")
         if distributed.is_primary():
             with open(probe, "w") as f:
@@ -150,6 +154,7 @@ class CheckpointManager:
                 f"that every host sees, but {self._stage_root} is not shared between hosts. Set "
                 f"ckpt.async_upload_tmp_folder to a folder on a shared file system."
             )
+        self._staging_shared = True
 
     def _orbax_for(self, slot: str) -> ocp.CheckpointManager:
         if slot not in self._orbax:
@@ -177,6 +182,11 @@ class CheckpointManager:
     def maybe_save(self, state, ctx, loader) -> bool:
         """Call after every step. Saves when the schedule, the stop file or a signal asks; True = stop now."""
         self._raise_finished_job_error()
+        if self._want_signals:
+            self._want_signals = False
+            catcher = SignalCatcher()
+            if catcher.install():
+                self.signals = catcher
         step = ctx.step
         stop_action = self.stop_file.action(step) if self.stop_file else 0
         signalled = int(bool(self.signals and self.signals.received))
@@ -186,8 +196,12 @@ class CheckpointManager:
         exit_now = signalled or stop_action == SAVE_AND_EXIT
         slot = None
         if self.save_enabled and step not in self._saved_steps:
-            if exit_now or stop_action == SAVE or (self.every and step % self.every == 0) \
-                    or step == self.total_steps:
+            if (
+                exit_now
+                or stop_action == SAVE
+                or (self.every and step % self.every == 0)
+                or step == self.total_steps
+            ):
                 slot = REGULAR
             elif self.snapshot_every and step % self.snapshot_every == 0:
                 slot = self._next_snapshot_slot()
@@ -200,8 +214,9 @@ class CheckpointManager:
             if self.save_enabled:
                 logger.warning("%s: saved the checkpoint of step %d; stopping", why, step)
             else:
-                logger.warning("%s: stopping at step %d (checkpoint saving is disabled, nothing saved)",
-                               why, step)
+                logger.warning(
+                    "%s: stopping at step %d (checkpoint saving is disabled, nothing saved)", why, step
+                )
         return exit_now
 
     def _next_snapshot_slot(self) -> str:
@@ -216,8 +231,10 @@ class CheckpointManager:
     def save(self, state, ctx, loader, *, slot: str = REGULAR, reason: str = "request") -> None:
         """Start saving the checkpoint of `ctx.step` into `slot`; returns once the arrays are copied."""
         if not self.save_enabled:
-            raise CheckpointError("Checkpoint saving is disabled (ckpt.enable_save_ckpt=False or no "
-                                  "ckpt.save_ckpt_folder); enable it to save.")
+            raise CheckpointError(
+                "Checkpoint saving is disabled (ckpt.enable_save_ckpt=False or no "
+                "ckpt.save_ckpt_folder); enable it to save."
+            )
         self.wait()
         step = int(ctx.step)
         mngr = self._orbax_for(slot)
@@ -239,10 +256,20 @@ class CheckpointManager:
         if slot and self._slot_steps is not None:
             self._slot_steps[slot] = step
         where = slot_location(self.root, slot).join(step)
-        logger.info("saving %s of step %d to %s (%s; %.2fs blocking)", "checkpoint" if not slot else slot,
-                    step, where, reason, time.perf_counter() - started)
-        self._job = threading.Thread(target=self._finish_guarded, args=(mngr, slot, step, started),
-                                     name=f"checkpoint-{step}", daemon=True)
+        logger.info(
+            "saving %s of step %d to %s (%s; %.2fs blocking)",
+            "checkpoint" if not slot else slot,
+            step,
+            where,
+            reason,
+            time.perf_counter() - started,
+        )
+        self._job = threading.Thread(
+            target=self._finish_guarded,
+            args=(mngr, slot, step, started),
+            name=f"checkpoint-{step}",
+            daemon=True,
+        )
         self._job.start()
         if isinstance(self.root, S3Location) and not self.background_upload:
             self.wait()  # async_upload=False: the upload completes before training goes on
@@ -255,9 +282,11 @@ class CheckpointManager:
         if not (stale_dest or os.path.exists(staged) or step in mngr.all_steps()):
             return
         complete = self.files.exists(dest.join(MARKER))
-        logger.warning("%s at %s: replacing it with the new save",
-                       "an older checkpoint of the same step exists" if complete
-                       else "a half-written checkpoint exists", dest)
+        logger.warning(
+            "%s at %s: replacing it with the new save",
+            "an older checkpoint of the same step exists" if complete else "a half-written checkpoint exists",
+            dest,
+        )
         if distributed.is_primary():
             if isinstance(self.root, S3Location):
                 self.files.delete_tree(dest)
@@ -319,18 +348,24 @@ class CheckpointManager:
             previous = self.latest()
         except Exception:  # the storage itself may be what failed
             previous = None
-        kept = f"the newest complete checkpoint is still {previous.location}" if previous else \
-            "no complete checkpoint exists yet"
+        kept = (
+            f"the newest complete checkpoint is still {previous.location}"
+            if previous
+            else "no complete checkpoint exists yet"
+        )
         if is_disk_full(err):
             self._remove_partial(slot, step)
+            staging = f" (staged in {self._stage_root})" if isinstance(self.root, S3Location) else ""
             return CheckpointError(
                 f"The disk is full (No space left on device) while saving the checkpoint of step {step} to "
-                f"{where} (written in {self._stage_root}). The half-written save was removed and {kept}. "
+                f"{where}{staging}. The half-written save was removed and {kept}. "
                 f"Free space there, lower ckpt.keep_last_n, or point ckpt.save_ckpt_folder (or "
                 f"ckpt.async_upload_tmp_folder for S3) at a larger disk, then resume."
             )
-        return CheckpointError(f"Saving the checkpoint of step {step} to {where} failed: {first_line(err)}. "
-                               f"It is not marked complete; {kept}.")
+        return CheckpointError(
+            f"Saving the checkpoint of step {step} to {where} failed: {first_line(err)}. "
+            f"It is not marked complete; {kept}."
+        )
 
     def _remove_partial(self, slot: str, step: int) -> None:
         if not distributed.is_primary():
@@ -376,30 +411,45 @@ class CheckpointManager:
     def resume(self, state, shardings, ctx, loader):
         """Restore what the config asks for and return the new state; `ctx` and `loader` are updated in place.
 
-        auto_resume: the newest complete checkpoint in save_ckpt_folder, everything in it. Otherwise
-        (or when that folder has none) ckpt.load_ckpt_info. Otherwise the state is returned unchanged.
+        auto_resume=True: the newest complete checkpoint in save_ckpt_folder, everything in it, or
+        nothing; ckpt.load_ckpt_info is then not used, as in InternEvo (whose example configs keep a
+        placeholder load path next to auto_resume). auto_resume=False: ckpt.load_ckpt_info, if set.
         """
         ck = self.cfg.ckpt
         source, content = None, None
-        if ck.auto_resume and self.root is not None:
-            found = self.scan()
-            for loc in found.incomplete:
-                logger.warning("ignoring the half-written checkpoint at %s (it has no %s marker)", loc, MARKER)
-            newest = self._agreed_newest(found)
-            if newest is not None:
-                source, content = newest.location, normalize_content(("all",))
-                logger.info("auto_resume: resuming from the %s of step %d at %s", newest.kind, newest.step,
-                            newest.location)
         info = ck.load_ckpt_info
-        if source is None and info is not None and info.path:
+        if ck.auto_resume:
+            if info is not None and info.path:
+                logger.info(
+                    "auto_resume=True: ckpt.load_ckpt_info (%s) is not used; set ckpt.auto_resume=False "
+                    "to load it",
+                    info.path,
+                )
+            info = None
+            if self.root is not None:
+                found = self.scan()
+                for loc in found.incomplete:
+                    logger.warning(
+                        "ignoring the half-written checkpoint at %s (it has no %s marker)", loc, MARKER
+                    )
+                newest = self._agreed_newest(found)
+                if newest is not None:
+                    source, content = newest.location, normalize_content(("all",))
+                    logger.info(
+                        "auto_resume: resuming from the %s of step %d at %s",
+                        newest.kind,
+                        newest.step,
+                        newest.location,
+                    )
+        if info is not None and info.path:
             content = normalize_content(info.content)
             location = parse_location(info.path, key="ckpt.load_ckpt_info.path")
             if info.ckpt_type == "hf":
                 return load_hf_into(state, shardings, info.path, self.cfg, content)
             if info.ckpt_type != "internevo":
                 raise CheckpointError(
-                    f"ckpt.load_ckpt_info.ckpt_type={info.ckpt_type!r} is not supported; use \"internevo\" for "
-                    f"checkpoints saved by this trainer or \"hf\" for Hugging Face weights."
+                    f'ckpt.load_ckpt_info.ckpt_type={info.ckpt_type!r} is not supported; use "internevo" for '
+                    f'checkpoints saved by this trainer or "hf" for Hugging Face weights.'
                 )
             source = self._resolve_load_path(location)
             logger.info("loading %s from %s", ", ".join(sorted(content)), source)
@@ -413,7 +463,8 @@ class CheckpointManager:
         newest = found.newest()
         slots = (REGULAR, *SNAPSHOT_SLOTS)
         step, slot_index = distributed.from_primary(
-            [newest.step if newest else -1, slots.index(newest.slot) if newest else 0])
+            [newest.step if newest else -1, slots.index(newest.slot) if newest else 0]
+        )
         if step < 0:
             return None
         slot = slots[slot_index]
@@ -439,8 +490,11 @@ class CheckpointManager:
                 f"ckpt.load_ckpt_info.path: {location.path} does not exist. Point it at a checkpoint folder "
                 f"(e.g. <save_ckpt_folder>/<step>) or at a save folder holding complete checkpoints."
             )
-        half = f" (only half-written ones: {', '.join(str(x) for x in found.incomplete[:3])})" \
-            if found.incomplete else ""
+        half = (
+            f" (only half-written ones: {', '.join(str(x) for x in found.incomplete[:3])})"
+            if found.incomplete
+            else ""
+        )
         raise CheckpointError(
             f"ckpt.load_ckpt_info.path: no complete checkpoint in {location}{half}. Point it at a checkpoint "
             f"folder (e.g. <save_ckpt_folder>/<step>) or at a save folder holding complete checkpoints."
@@ -448,26 +502,49 @@ class CheckpointManager:
 
     def _read(self, source: Location, state, shardings, content) -> dict:
         if isinstance(source, LocalLocation):
-            return read_checkpoint(source.path, state=state, shardings=shardings, content=content,
-                                   shown=str(source), current_cfg=self._config_json)
+            return read_checkpoint(
+                source.path,
+                state=state,
+                shardings=shardings,
+                content=content,
+                shown=str(source),
+                current_cfg=self._config_json,
+            )
         # S3: fetch the needed parts into the staging folder, restore from there, then drop the copy.
+        # One download serves all processes when they share the folder; otherwise each fetches its own.
+        import jax
+
+        shared = self._staging_shared or jax.process_count() == 1
         base = self.cfg.ckpt.async_upload_tmp_folder or os.path.join(self.run_dir, "ckpt_staging")
-        local = os.path.join(base, "internevo_jax", "restore", source.bucket, *source.prefix.split("/"))
+        local = os.path.join(
+            base,
+            "internevo_jax",
+            "restore" if shared else f"restore-p{jax.process_index()}",
+            source.bucket,
+            *source.prefix.split("/"),
+        )
+        downloader = distributed.is_primary() if shared else True
         needed = {"model"} if "model" in content else set()
         needed |= {"optimizer"} if content & {"optimizer", "scheduler"} else set()
         needed |= {"context", "sampler", "config"}
-        if distributed.is_primary():
+        if downloader:
             shutil.rmtree(local, ignore_errors=True)
             store = files_for(source)
             count = store.download_tree(source, local, select=lambda rel: rel.split("/", 1)[0] in needed)
             logger.info("downloaded %d files of %s to %s", count, source, local)
         distributed.barrier(f"downloaded_{source.prefix}")
         try:
-            return read_checkpoint(local, state=state, shardings=shardings, content=content, shown=str(source),
-                                   current_cfg=self._config_json)
+            return read_checkpoint(
+                local,
+                state=state,
+                shardings=shardings,
+                content=content,
+                shown=str(source),
+                current_cfg=self._config_json,
+            )
         finally:
             distributed.barrier(f"restored_{source.prefix}")
-            if distributed.is_primary():
+            if downloader:
                 shutil.rmtree(local, ignore_errors=True)
 
     @staticmethod
@@ -488,8 +565,30 @@ class CheckpointManager:
                 if hasattr(ctx, key):
                     setattr(ctx, key, int(value))
         if "sampler" in restored and loader is not None:
-            loader.restore(restored["sampler"])
+            _restore_loader(loader, restored["sampler"])
         return state
+
+
+def _restore_loader(loader, saved: dict) -> None:
+    """Restore the data position; a new data-parallel size alone is allowed (resuming on another mesh).
+
+    The step counter then names batches of the new layout: the run continues at the same step, but
+    its batches are not the ones the original layout would have read. Any other change of data
+    settings is refused by the loader itself.
+    """
+    mine = loader.state()
+    changed = {k for k, v in mine.items() if k != "step" and k in saved and saved[k] != v}
+    if changed and changed <= {"dp_size"}:
+        logger.warning(
+            "the data-parallel size changed from %s to %s since the checkpoint: continuing at step %s "
+            "with the batches of the new layout",
+            saved["dp_size"],
+            mine["dp_size"],
+            saved["step"],
+        )
+        loader.restore(saved, strict=False)
+    else:
+        loader.restore(saved)
 
 
 def _process_index() -> int:
@@ -506,8 +605,8 @@ def _file_owner(rel: str) -> int:
     """
     for part in rel.split("/"):
         for prefix in ("ocdbt.process_", "process_"):
-            if part.startswith(prefix) and part[len(prefix):].isdigit():
-                return int(part[len(prefix):])
+            if part.startswith(prefix) and part[len(prefix) :].isdigit():
+                return int(part[len(prefix) :])
     return 0
 
 

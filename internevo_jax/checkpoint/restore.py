@@ -33,10 +33,15 @@ def _config_diff(path: str, current_cfg: dict | None, shown: str) -> str:
     if not saved or not current_cfg:
         return ""
     before, now = saved.get("model") or {}, current_cfg.get("model") or {}
-    diffs = [f"model.{k}: checkpoint {before.get(k)!r}, now {now.get(k)!r}"
-             for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    diffs = [
+        f"model.{k}: checkpoint {before.get(k)!r}, now {now.get(k)!r}"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    ]
     if saved.get("model_type") != current_cfg.get("model_type"):
-        diffs.insert(0, f"model_type: checkpoint {saved.get('model_type')!r}, now {current_cfg.get('model_type')!r}")
+        diffs.insert(
+            0, f"model_type: checkpoint {saved.get('model_type')!r}, now {current_cfg.get('model_type')!r}"
+        )
     return f" The saved config differs in {'; '.join(diffs[:6])}." if diffs else ""
 
 
@@ -60,8 +65,15 @@ def _check_item(path: str, item: str, wanted_tree, shown: str, current_cfg: dict
         )
 
 
-def read_checkpoint(path: str, *, state, shardings, content: frozenset[str], shown: str | None = None,
-                    current_cfg: dict | None = None) -> dict:
+def read_checkpoint(
+    path: str,
+    *,
+    state,
+    shardings,
+    content: frozenset[str],
+    shown: str | None = None,
+    current_cfg: dict | None = None,
+) -> dict:
     """Restore from the local folder `path` the parts `content` selects.
 
     Returns a dict with some of: "model" (params), "optimizer" ({"opt_state", "loss_scale"}),
@@ -81,7 +93,7 @@ def read_checkpoint(path: str, *, state, shardings, content: frozenset[str], sho
         if not os.path.isdir(os.path.join(path, item)):
             raise CheckpointError(
                 f"The checkpoint at {shown} has no '{item}' part, so it cannot provide {sorted(content)}. "
-                f"Load only what it holds (ckpt.load_ckpt_info content=(\"model\",) for weights only), or "
+                f'Load only what it holds (ckpt.load_ckpt_info content=("model",) for weights only), or '
                 f"use another checkpoint."
             )
 
@@ -99,7 +111,8 @@ def read_checkpoint(path: str, *, state, shardings, content: frozenset[str], sho
 
     try:
         restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
-            epath.Path(path), ocp.args.Composite(**targets))
+            epath.Path(path), ocp.args.Composite(**targets)
+        )
     except Exception as err:  # tensorstore/orbax raise ValueError, RuntimeError, OSError, ...
         raise CheckpointError(
             f"The checkpoint at {shown} is corrupt or unreadable: restoring {sorted(targets)} failed with "

@@ -64,8 +64,12 @@ class S3Store:
         where = f"{loc.url} at endpoint {self.settings.endpoint_name}"
         try:
             yield
-        except (exc.EndpointConnectionError, exc.ConnectTimeoutError, exc.ReadTimeoutError,
-                exc.ConnectionClosedError) as err:
+        except (
+            exc.EndpointConnectionError,
+            exc.ConnectTimeoutError,
+            exc.ReadTimeoutError,
+            exc.ConnectionClosedError,
+        ) as err:
             raise CheckpointError(
                 f"Cannot reach the S3 endpoint {self.settings.endpoint_name} while trying to {what} "
                 f"({loc.url}): {first_line(err)}. Check that the server is up and that AWS_ENDPOINT_URL "
@@ -102,10 +106,11 @@ class S3Store:
         names = []
         with self._errors("list", loc):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=loc.bucket, Prefix=prefix, Delimiter="/")
+                Bucket=loc.bucket, Prefix=prefix, Delimiter="/"
+            )
             for page in pages:
                 for entry in page.get("CommonPrefixes", []):
-                    names.append(entry["Prefix"][len(prefix):].rstrip("/"))
+                    names.append(entry["Prefix"][len(prefix) :].rstrip("/"))
         return names
 
     def list_files(self, loc: S3Location) -> list[str]:
@@ -113,8 +118,10 @@ class S3Store:
         prefix = loc.prefix + "/" if loc.prefix else ""
         keys = []
         with self._errors("list", loc):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
-                keys.extend(obj["Key"][len(prefix):] for obj in page.get("Contents", []))
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=loc.bucket, Prefix=prefix
+            ):
+                keys.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
         return keys
 
     def exists(self, loc: S3Location) -> bool:
@@ -135,7 +142,9 @@ class S3Store:
         with self._errors("write", loc):
             self.client.put_object(Bucket=loc.bucket, Key=loc.prefix, Body=text.encode("utf-8"))
 
-    def upload_tree(self, local_dir: str, loc: S3Location, select: Callable[[str], bool] = lambda rel: True) -> int:
+    def upload_tree(
+        self, local_dir: str, loc: S3Location, select: Callable[[str], bool] = lambda rel: True
+    ) -> int:
         """Upload the files under `local_dir` for which select(relative path) is true; returns the count."""
         files = []
         for root, _, names in os.walk(local_dir):
@@ -151,7 +160,9 @@ class S3Store:
         self._run_all(put, files)
         return len(files)
 
-    def download_tree(self, loc: S3Location, local_dir: str, select: Callable[[str], bool] = lambda rel: True) -> int:
+    def download_tree(
+        self, loc: S3Location, local_dir: str, select: Callable[[str], bool] = lambda rel: True
+    ) -> int:
         """Download the keys under `loc` for which select(relative key) is true; returns the count."""
         files = [rel for rel in self.list_files(loc) if rel and not rel.endswith("/") and select(rel)]
 
@@ -169,7 +180,7 @@ class S3Store:
         keys = [loc.join(rel).prefix for rel in self.list_files(loc)]
         with self._errors("delete", loc):
             for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-                batch = [{"Key": k} for k in keys[i:i + 1000]]
+                batch = [{"Key": k} for k in keys[i : i + 1000]]
                 self.client.delete_objects(Bucket=loc.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
 

@@ -47,8 +47,12 @@ class StopFile:
         try:
             value = int(text)
         except ValueError:
-            logger.warning("stop file %s holds %r, not an integer; write -N to save at step N, or N to save "
-                           "at step N and exit", self.path, text[:40])
+            logger.warning(
+                "stop file %s holds %r, not an integer; write -N to save at step N, or N to save "
+                "at step N and exit",
+                self.path,
+                text[:40],
+            )
             return None
         if value:
             what = "save a checkpoint" if value < 0 else "save a checkpoint and exit"

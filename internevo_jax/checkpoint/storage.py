@@ -94,8 +94,9 @@ Location = LocalLocation | S3Location
 def parse_location(text: str, *, key: str = "ckpt.save_ckpt_folder", env: dict | None = None) -> Location:
     """Parse a checkpoint folder string from the config into a Location."""
     if not isinstance(text, str) or not text.strip():
-        raise CheckpointError(f"{key} is empty; give a folder such as 'local:/ckpts/run1' or "
-                              f"'boto3:s3://bucket/run1'.")
+        raise CheckpointError(
+            f"{key} is empty; give a folder such as 'local:/ckpts/run1' or 'boto3:s3://bucket/run1'."
+        )
     text = text.strip()
     lowered = text.lower()
     if lowered.startswith(_UNSUPPORTED_BACKENDS):
@@ -105,18 +106,18 @@ def parse_location(text: str, *, key: str = "ckpt.save_ckpt_folder", env: dict |
             f"AWS_ENDPOINT_URL, or at a local folder."
         )
     if lowered.startswith("boto3:"):
-        text = text[len("boto3:"):]
+        text = text[len("boto3:") :]
     if text.lower().startswith("s3://"):
         return _parse_s3(text, key, env)
     if lowered.startswith("local:"):
-        text = text[len("local:"):]
+        text = text[len("local:") :]
     if not text:
         raise CheckpointError(f"{key}='local:' names no folder; write e.g. 'local:/ckpts/run1'.")
     return LocalLocation(os.path.abspath(os.path.expanduser(text)))
 
 
 def _parse_s3(url: str, key: str, env: dict | None) -> S3Location:
-    rest = url[len("s3://"):]
+    rest = url[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
     if not bucket:
         raise CheckpointError(f"{key}={url!r} names no bucket; write 'boto3:s3://bucket/prefix'.")

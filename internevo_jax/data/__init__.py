@@ -1,4 +1,4 @@
-"""InternEvo-compatible data: tokenized .bin/.bin.meta files, mock data, packing, sampling, loaders.
+"""InternEvo-compatible data: tokenized .bin/.bin.meta files, mock data, streaming text, packing, loaders.
 
 See docs/data.md for the formats and the exact semantics.
 """
@@ -14,13 +14,25 @@ from internevo_jax.data.binmeta import (
     write_bin,
 )
 from internevo_jax.data.errors import DataError
-from internevo_jax.data.loader import TrainLoader, ValidSet, build_train_loader, build_valid_loaders
+from internevo_jax.data.loader import (
+    BatchBuilder,
+    TrainLoader,
+    ValidSet,
+    build_train_loader,
+    build_valid_loaders,
+)
 from internevo_jax.data.mock import MockSource
 from internevo_jax.data.packing import PACK_KEYS, ConcatDataset, PackedDataset
 from internevo_jax.data.sampler import BatchSchedule, BatchSkipper, parse_rampup, parse_skip_batches
+from internevo_jax.data.streaming import Cursor, StreamingTrainLoader
+from internevo_jax.data.typenames import type_names
 
 __all__ = [
     "PACK_KEYS",
+    "BatchBuilder",
+    "Cursor",
+    "StreamingTrainLoader",
+    "type_names",
     "BatchSchedule",
     "BatchSkipper",
     "BinSource",

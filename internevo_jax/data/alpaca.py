@@ -56,7 +56,9 @@ def read_alpaca_records(path: str | os.PathLike) -> list[dict]:
             else:
                 records = json.load(f)
     except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not valid UTF-8 ({e.reason} at byte {e.start}). Convert it to UTF-8.") from None
+        raise DataError(
+            f"{path} is not valid UTF-8 ({e.reason} at byte {e.start}). Convert it to UTF-8."
+        ) from None
     except json.JSONDecodeError as e:
         raise DataError(
             f"{path}, line {e.lineno} column {e.colno}: not valid JSON ({e.msg}). {_FORMAT_HINT}"
@@ -142,7 +144,9 @@ class AlpacaEncoder:
 def valid_indices(num_records: int, split_ratio: float) -> set[int]:
     """The records InternEvo's split sends to validation (seed 0, drawn with replacement)."""
     if not 0.0 <= split_ratio < 1.0:
-        raise DataError(f"--split_ratio {split_ratio} must be in [0, 1): the share of records kept for validation.")
+        raise DataError(
+            f"--split_ratio {split_ratio} must be in [0, 1): the share of records kept for validation."
+        )
     count = int(num_records * split_ratio)
     return set(np.random.RandomState(0).choice(num_records, count).tolist()) if count else set()
 
@@ -170,6 +174,11 @@ def tokenize_alpaca(
     batch_size: int = 1024,
 ) -> AlpacaStats:
     """Write OUT/train/en/dataset.bin and OUT/valid/en/dataset.bin (+ int64 .meta) from alpaca records."""
+    if not os.path.isfile(tokenizer_path):
+        raise DataError(
+            f"The tokenizer model {tokenizer_path} does not exist; pass the sentencepiece model the model was "
+            f"trained with (for InternLM its tokenizer.model) as the TOKENIZER argument."
+        )
     records = read_alpaca_records(dataset_path)
     chosen = valid_indices(len(records), split_ratio)
     encoder = AlpacaEncoder(Tokenizer(tokenizer_path), eoh_id=eoh_id, eoa_id=eoa_id)

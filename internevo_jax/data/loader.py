@@ -5,6 +5,10 @@ step: the loader's whole position is the step counter, so resuming is `restore({
 A batch is a dict of int32 arrays [micro_num, rows, packed_length] where row j is the pack of
 data-parallel rank `dp_ranks[j]`.
 
+`data.type = "streaming"` gives a `StreamingTrainLoader` instead (data/streaming.py): the same
+interface over raw text tokenized on the fly. With `data.num_worker > 0`, iterating a TrainLoader
+builds the batches in grain worker processes (data/workers.py).
+
 `build_valid_loaders` returns one `ValidSet` per folder of `valid_folder` holding `.bin` files:
 no shuffle, samples cut to seq_len and padded, `micro_bsz` samples side by side in a row, as
 InternEvo's validation (which runs [micro_bsz, seq_len] micro-batches).
@@ -24,6 +28,8 @@ from internevo_jax.data.errors import DataError
 from internevo_jax.data.mock import TRAIN_MOCK_SAMPLES, VALID_MOCK_SAMPLES_PER_RANK, MockSource
 from internevo_jax.data.packing import IGNORE_INDEX, PACK_KEYS, ConcatDataset, PackedDataset
 from internevo_jax.data.sampler import BatchSchedule, BatchSkipper
+from internevo_jax.data.streaming import StreamingTrainLoader, build_streaming_loader
+from internevo_jax.data.workers import GrainBatches, import_grain
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +49,18 @@ def _data_seed(cfg) -> int:
     return DEFAULT_DATA_SEED if seed is None else int(seed)
 
 
-def _check_type(data) -> None:
+SUPPORTED_TYPES = ("tokenized", "streaming")
+
+
+def _check_type(data) -> str:
     kind = _get(data, "type", "tokenized")
-    if kind != "tokenized":
+    if kind not in SUPPORTED_TYPES:
         raise DataError(
-            f"data.type={kind!r} is not supported yet; only 'tokenized' data (.bin/.bin.meta from "
-            f"tools/tokenizer.py, or mock data with train_folder=None) can be loaded."
+            f"data.type={kind!r} is not supported; use 'tokenized' (.bin/.bin.meta from tools/tokenizer.py, "
+            f"or mock data with train_folder=None) or 'streaming' (raw text tokenized on the fly with "
+            f"data.tokenizer_path)."
         )
+    return kind
 
 
 def _vocab_size(cfg, vocab_size: int | None) -> int:
@@ -58,8 +69,31 @@ def _vocab_size(cfg, vocab_size: int | None) -> int:
     return int(cfg.model.vocab_size)
 
 
+class BatchBuilder:
+    """`builder(step)` is the batch of `step`: the pure part of TrainLoader, picklable for worker processes."""
+
+    def __init__(
+        self, packs: ConcatDataset, schedule: BatchSchedule, dp_ranks: Sequence[int], packed_length: int
+    ):
+        self.packs, self.schedule = packs, schedule
+        self.dp_ranks, self.packed_length = list(dp_ranks), int(packed_length)
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        rows = [self.schedule.pack_indices(step, r) for r in self.dp_ranks]
+        micro = len(rows[0])
+        out = {k: np.empty((micro, len(rows), self.packed_length), dtype=np.int32) for k in PACK_KEYS}
+        for j, idx in enumerate(rows):
+            for m, i in enumerate(idx):
+                pack = self.packs[int(i)]
+                for k in PACK_KEYS:
+                    out[k][m, j] = pack[k]
+        return out
+
+
 class TrainLoader:
     """Deterministic training batches; see the module docstring. Iterating yields (step, batch)."""
+
+    type = "tokenized"
 
     def __init__(
         self,
@@ -85,19 +119,13 @@ class TrainLoader:
         self.num_workers = int(num_workers)
         self.summary = summary or {}
         self._position = 0
+        self._builder = BatchBuilder(packs, schedule, self.dp_ranks, self.packed_length)
+        self._workers: set[GrainBatches] = set()
 
     # -- pure, step-indexed access ------------------------------------------------------------
     def get_batch(self, step: int) -> dict[str, np.ndarray]:
         """The batch of `step`: int32 arrays [micro_num_at(step), len(dp_ranks), packed_length]."""
-        rows = [self.schedule.pack_indices(step, r) for r in self.dp_ranks]
-        micro = len(rows[0])
-        out = {k: np.empty((micro, len(rows), self.packed_length), dtype=np.int32) for k in PACK_KEYS}
-        for j, idx in enumerate(rows):
-            for m, i in enumerate(idx):
-                pack = self.packs[int(i)]
-                for k in PACK_KEYS:
-                    out[k][m, j] = pack[k]
-        return out
+        return self._builder(step)
 
     def micro_num_at(self, step: int) -> int:
         """Micro-batches in `step` (below data.micro_num only while rampup_batch_size ramps)."""
@@ -140,7 +168,11 @@ class TrainLoader:
         self._position = int(state["step"])
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """Yield (step, batch) from the current position up to data.total_steps (forever if unset)."""
+        """Yield (step, batch) from the current position up to data.total_steps (forever if unset).
+
+        With num_workers > 0 the batches are built in that many grain worker processes (or, where
+        grain cannot be imported, on that many threads, with a warning saying why).
+        """
         start = self._position
         stop = self.total_steps
         if self.num_workers <= 0:
@@ -151,6 +183,43 @@ class TrainLoader:
                 yield step, batch
                 step += 1
             return
+        grain, why = import_grain()
+        if grain is not None:
+            yield from self._iter_processes(grain, start, stop)
+        else:
+            logger.warning(
+                "data.num_worker=%d: grain cannot be imported (%s), so batches are built on %d threads of "
+                "this process instead of worker processes.",
+                self.num_workers,
+                why,
+                self.num_workers,
+            )
+            yield from self._iter_threads(start, stop)
+
+    def _iter_processes(self, grain, start: int, stop: int | None):
+        workers = GrainBatches(grain, self._builder, start, stop, self.num_workers)
+        self._workers.add(workers)
+        try:
+            for step, batch in workers:
+                self._position = step + 1
+                yield step, batch
+        finally:
+            workers.close()
+            self._workers.discard(workers)
+
+    def close(self) -> None:
+        """Stop the worker processes of any unfinished iteration (also done when it is garbage collected)."""
+        for workers in list(self._workers):
+            workers.close()
+        self._workers.clear()
+
+    def __enter__(self) -> TrainLoader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _iter_threads(self, start: int, stop: int | None):
         # get_batch is pure, so batches can be built ahead on threads in any order.
         depth = 2 * self.num_workers
         with ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="data") as pool:
@@ -194,15 +263,18 @@ def _train_sources(cfg, vocab_size: int) -> list:
 
 def build_train_loader(
     cfg, *, dp_size: int, dp_ranks: Iterable[int], vocab_size: int | None = None
-) -> TrainLoader:
+) -> TrainLoader | StreamingTrainLoader:
     """Build the training loader from `cfg.data` (see the module docstring).
 
     dp_size: the data-parallel size (ranks that each read their own packs); dp_ranks: the ranks
     this process feeds, one batch row each. vocab_size defaults to cfg.model.vocab_size.
+    data.type "streaming" gives a StreamingTrainLoader (same interface; see data/streaming.py).
     """
     data = cfg.data
-    _check_type(data)
+    kind = _check_type(data)
     vocab = _vocab_size(cfg, vocab_size)
+    if kind == "streaming":
+        return build_streaming_loader(cfg, dp_size=int(dp_size), dp_ranks=list(dp_ranks), vocab_size=vocab)
     seq_len, micro_bsz = int(data.seq_len), int(data.micro_bsz)
     packed_length = seq_len * micro_bsz  # InternEvo forces this, whatever data.packed_length says
     into_one = bool(_get(data, "pack_sample_into_one", False))

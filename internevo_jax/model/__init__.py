@@ -1,11 +1,18 @@
 """Models (InternLM family), their layers, attention backends and the model registry.
 
-model = build_model(cfg)
+model = build_model(cfg)          # model_type INTERNLM, INTERNLM2 (alias INTERNLM2_PUBLIC) or LLAMA2
 variables = model.init(rng, input_ids, positions, segment_ids)
 logits = model.apply(variables, input_ids, positions, segment_ids)
 """
 
-from internevo_jax.model.args import ModelArgs, check_supported, round_mlp_hidden_size
+from internevo_jax.model.args import (
+    INTERNEVO_02_INIT,
+    INTERNLM_INIT,
+    InitStds,
+    ModelArgs,
+    check_supported,
+    round_mlp_hidden_size,
+)
 from internevo_jax.model.attention import (
     attention_backend_name,
     backend_names,
@@ -13,23 +20,33 @@ from internevo_jax.model.attention import (
     select_attention_backend,
 )
 from internevo_jax.model.block import Attention, DecoderBlock
+from internevo_jax.model.causal_lm import CausalLM
 from internevo_jax.model.internlm import InternLM
+from internevo_jax.model.internlm2 import InternLM2
+from internevo_jax.model.llama2 import Llama2
 from internevo_jax.model.params import stack_layers, unstack_layers
 from internevo_jax.model.registry import (
     MODEL_REGISTRY,
     build_model,
     get_model_class,
+    model_family,
     model_notes,
     register_model,
 )
 from internevo_jax.model.remat import REMAT_POLICIES
 
 __all__ = [
+    "INTERNEVO_02_INIT",
+    "INTERNLM_INIT",
     "MODEL_REGISTRY",
     "REMAT_POLICIES",
     "Attention",
+    "CausalLM",
     "DecoderBlock",
+    "InitStds",
     "InternLM",
+    "InternLM2",
+    "Llama2",
     "ModelArgs",
     "attention_backend_name",
     "backend_names",
@@ -37,6 +54,7 @@ __all__ = [
     "check_supported",
     "detect_platform",
     "get_model_class",
+    "model_family",
     "model_notes",
     "register_model",
     "round_mlp_hidden_size",

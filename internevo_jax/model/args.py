@@ -22,6 +22,21 @@ INTERNLM_PROJ_STD = 0.006
 INTERNLM_UNSCALED_OUT_STD = 0.0015
 
 
+@dataclasses.dataclass(frozen=True)
+class InitStds:
+    """A model family's default init stds (the `*_init_std` config keys override them)."""
+
+    embed: float
+    head: float
+    proj: float  # wq/wk/wv (or wqkv), w1, w3, and wo/w2 before depth scaling
+    unscaled_out: float  # wo and w2 when use_scaled_init=False
+
+
+INTERNLM_INIT = InitStds(INTERNLM_EMBED_STD, INTERNLM_EMBED_STD, INTERNLM_PROJ_STD, INTERNLM_UNSCALED_OUT_STD)
+# InternEvo's InternLM2 and LLaMA2 builders default every std to 0.02, scaled or not.
+INTERNEVO_02_INIT = InitStds(0.02, 0.02, 0.02, 0.02)
+
+
 def round_mlp_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int = 256) -> int:
     """InternEvo's SwiGLU width: int(hidden * ratio) rounded UP to a multiple of `multiple_of`.
 
@@ -46,9 +61,16 @@ class ModelArgs:
     norm_eps: float = 1e-5
     fp32_norm: bool = True
     rope_base: float = 10000.0
+    # Dynamic NTK RoPE (InternEvo's use_dynamic_ntk_rope): the base grows once a sequence
+    # reaches past max_position_embeddings; InternEvo fixes the scaling factor at 1.0.
+    dynamic_ntk: bool = False
+    max_position_embeddings: int = 2048
+    rope_scaling_factor: float = 1.0
+    fused_qkv: bool = False  # InternLM2's wqkv: per kv group, its query heads, then k, then v
     qkv_bias: bool = True
     out_bias: bool = True
     post_norm: bool = False
+    final_norm: bool = True  # InternEvo drops the final norm of post-norm InternLM2 / LLaMA2
     residual_in_fp32: bool = False
     embed_grad_scale: float = 1.0
     # init: N(0, std); wo/w2 divide their std by sqrt(2 * (layer + 1)) when scaled_init.
@@ -77,6 +99,10 @@ class ModelArgs:
             problems.append(
                 f"num_attention_heads ({self.num_heads}) must be a multiple of "
                 f"num_kv_attention_heads ({self.num_kv_heads})"
+            )
+        if self.dynamic_ntk and self.max_position_embeddings <= 0:
+            problems.append(
+                f"max_position_embeddings ({self.max_position_embeddings}) must be positive with dynamic NTK RoPE"
             )
         if self.head_dim % 2:
             problems.append(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
@@ -108,12 +134,13 @@ class ModelArgs:
         return jnp.float32 if self.residual_in_fp32 else self.dtype
 
     @classmethod
-    def from_config(cls, cfg: Any, **overrides: Any) -> ModelArgs:
+    def from_config(cls, cfg: Any, *, init: InitStds = INTERNLM_INIT, **overrides: Any) -> ModelArgs:
         """Read the model settings of a Config (`cfg.model`, `cfg.use_fp32_norm`).
 
-        `overrides` set fields a model type fixes itself (e.g. InternLM1 has q/k/v/o biases).
-        Only attribute access is used, and settings missing from `cfg.model` take their
-        InternEvo defaults, so any object with the same names works.
+        `init` holds the model family's default init stds; `overrides` set fields a model type
+        fixes itself (e.g. InternLM2's fused wqkv). Only attribute access is used, and settings
+        missing from `cfg.model` take their InternEvo defaults, so any object with the same
+        names works.
         """
         check_supported(cfg)
         m = cfg.model
@@ -121,8 +148,8 @@ class ModelArgs:
         kv_heads = getattr(m, "num_kv_attention_heads", None) or heads
         head_dim = getattr(m, "head_dim", None) or int(m.hidden_size) // heads
         scaled = bool(getattr(m, "use_scaled_init", True))
-        # With use_scaled_init=False InternEvo gives wo and w2 a flat, smaller std.
-        out_default = INTERNLM_PROJ_STD if scaled else INTERNLM_UNSCALED_OUT_STD
+        # With use_scaled_init=False InternEvo's InternLM1 gives wo and w2 a flat, smaller std.
+        out_default = init.proj if scaled else init.unscaled_out
 
         def std(key: str, default: float) -> float:
             value = getattr(m, key, None)
@@ -143,15 +170,17 @@ class ModelArgs:
             norm_eps=float(getattr(m, "layer_norm_epsilon", 1e-5)),
             fp32_norm=bool(getattr(cfg, "use_fp32_norm", True)),
             rope_base=float(getattr(m, "rope_base", 10000)),
+            dynamic_ntk=bool(getattr(m, "use_dynamic_ntk_rope", False)),
+            max_position_embeddings=int(getattr(m, "max_position_embeddings", 2048)),
             qkv_bias=not bool(getattr(m, "no_bias", False)),
             out_bias=not bool(getattr(m, "no_bias", False)),
             residual_in_fp32=bool(getattr(m, "residual_in_fp32", False)),
             embed_grad_scale=float(getattr(m, "embed_grad_scale", 1.0)),
-            embed_init_std=std("embedding_init_std", INTERNLM_EMBED_STD),
-            head_init_std=std("out_head_init_std", INTERNLM_EMBED_STD),
-            qkv_init_std=std("attn_wqkv_init_std", INTERNLM_PROJ_STD),
+            embed_init_std=std("embedding_init_std", init.embed),
+            head_init_std=std("out_head_init_std", init.head),
+            qkv_init_std=std("attn_wqkv_init_std", init.proj),
             out_init_std=std("attn_other_init_std", out_default),
-            ffn_up_init_std=std("ffn_uplayer_init_std", INTERNLM_PROJ_STD),
+            ffn_up_init_std=std("ffn_uplayer_init_std", init.proj),
             ffn_down_init_std=std("ffn_other_init_std", out_default),
             scaled_init=scaled,
             dtype=getattr(m, "compute_dtype", jnp.float32),
@@ -171,7 +200,6 @@ _UNSUPPORTED = (
     ("use_swiglu", True, "only the SwiGLU MLP is implemented (InternEvo's GELU MLP is not)"),
     ("drop_rate", 0, "dropout is not implemented"),
     ("attn_drop_rate", 0, "attention dropout is not implemented"),
-    ("use_dynamic_ntk_rope", False, "dynamic NTK RoPE scaling is not implemented"),
     ("init_type", "normal", "only normal initialisation is implemented"),
     ("norm_head", False, "the normalised output head is not implemented"),
 )

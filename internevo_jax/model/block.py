@@ -1,7 +1,7 @@
 """The decoder layer shared by the InternLM-family models: attention and the decoder block.
 
-InternLM1 uses it with q/k/v/o biases and pre-norm; InternLM2 / LLaMA2 reuse it with
-`qkv_bias=out_bias=False` and grouped kv heads.
+InternLM1 uses it with q/k/v/o biases and pre-norm; LLaMA2 with separate wq/wk/wv and grouped kv
+heads; InternLM2 with one fused `wqkv` projection in its per-kv-group layout.
 """
 
 from __future__ import annotations
@@ -21,15 +21,51 @@ from internevo_jax.model.layers import (
     make_norm,
     normal_init,
     out_proj_init,
-    rotary_tables,
+    rope_tables,
     softmax_scale,
 )
 
 ACT_HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 
 
+def split_grouped_qkv(qkv: jax.Array, num_heads: int, num_kv_heads: int, head_dim: int):
+    """InternLM2's fused projection [B, T, Hkv*(G+2)*D] -> q [B, T, Hq, D], k, v [B, T, Hkv, D].
+
+    Each kv group holds its G = Hq/Hkv query heads, then its key head, then its value head, so
+    query head h reads kv head h // G (the same order as the separate-projection path).
+    """
+    b, t, _ = qkv.shape
+    groups = num_heads // num_kv_heads
+    grouped = qkv.reshape(b, t, num_kv_heads, groups + 2, head_dim)
+    q = grouped[:, :, :, :groups].reshape(b, t, num_heads, head_dim)
+    return q, grouped[:, :, :, groups], grouped[:, :, :, groups + 1]
+
+
+def project_qkv(a: ModelArgs, x: jax.Array):
+    """q [B, T, Hq, D], k and v [B, T, Hkv, D] before RoPE; call inside a compact module."""
+    b, t, _ = x.shape
+    if a.fused_qkv:
+        # One kernel column block per kv group: tensor-parallel splits of "heads" that divide
+        # the kv head count keep whole groups together, as InternEvo's wqkv split does.
+        init = normal_init(a.qkv_init_std, ("embed", "heads"))
+        width = a.num_kv_heads * (a.num_heads // a.num_kv_heads + 2) * a.head_dim
+        qkv = dense(a, width, init, use_bias=a.qkv_bias, bias_name="heads", name="wqkv")(x)
+        return split_grouped_qkv(qkv, a.num_heads, a.num_kv_heads, a.head_dim)
+    q_init = normal_init(a.qkv_init_std, ("embed", "heads"))
+    kv_init = normal_init(a.qkv_init_std, ("embed", "kv_heads"))
+    kv_width = a.num_kv_heads * a.head_dim
+    q = dense(a, a.num_heads * a.head_dim, q_init, use_bias=a.qkv_bias, bias_name="heads", name="wq")(x)
+    k = dense(a, kv_width, kv_init, use_bias=a.qkv_bias, bias_name="kv_heads", name="wk")(x)
+    v = dense(a, kv_width, kv_init, use_bias=a.qkv_bias, bias_name="kv_heads", name="wv")(x)
+    return (
+        q.reshape(b, t, a.num_heads, a.head_dim),
+        k.reshape(b, t, a.num_kv_heads, a.head_dim),
+        v.reshape(b, t, a.num_kv_heads, a.head_dim),
+    )
+
+
 class Attention(nn.Module):
-    """Causal self-attention with separate wq/wk/wv/wo, RoPE and a pluggable backend."""
+    """Causal self-attention: wq/wk/wv (or InternLM2's fused wqkv), wo, RoPE, pluggable backend."""
 
     args: ModelArgs
 
@@ -43,20 +79,9 @@ class Attention(nn.Module):
     ) -> jax.Array:
         a = self.args
         b, t, _ = x.shape
-        q_init = normal_init(a.qkv_init_std, ("embed", "heads"))
-        kv_init = normal_init(a.qkv_init_std, ("embed", "kv_heads"))
-        q = dense(a, a.num_heads * a.head_dim, q_init, use_bias=a.qkv_bias, bias_name="heads", name="wq")(x)
-        k = dense(
-            a, a.num_kv_heads * a.head_dim, kv_init, use_bias=a.qkv_bias, bias_name="kv_heads", name="wk"
-        )(x)
-        v = dense(
-            a, a.num_kv_heads * a.head_dim, kv_init, use_bias=a.qkv_bias, bias_name="kv_heads", name="wv"
-        )(x)
-        q = q.reshape(b, t, a.num_heads, a.head_dim)
-        k = k.reshape(b, t, a.num_kv_heads, a.head_dim)
-        v = v.reshape(b, t, a.num_kv_heads, a.head_dim)
+        q, k, v = project_qkv(a, x)
 
-        cos, sin = rotary_tables(positions, a.head_dim, a.rope_base)
+        cos, sin = rope_tables(a, positions)
         q = nn.with_logical_constraint(apply_rotary(q, cos, sin), ACT_HEADS)
         k = nn.with_logical_constraint(apply_rotary(k, cos, sin), ACT_HEADS)
         v = nn.with_logical_constraint(v, ACT_HEADS)

@@ -140,11 +140,43 @@ def make_norm(args: ModelArgs, name: str) -> nn.Module:
     return cls(args, name=name)
 
 
-def rotary_tables(positions: jax.Array, head_dim: int, base: float) -> tuple[jax.Array, jax.Array]:
-    """cos/sin tables [B, T, head_dim // 2] in fp32 for integer `positions` [B, T]."""
-    inv_freq = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+def dynamic_ntk_base(
+    positions: jax.Array, head_dim: int, base: float, max_positions: int, factor: float = 1.0
+) -> jax.Array:
+    """Per-row RoPE base [B] of dynamic NTK scaling (InternEvo's DynamicNTKScalingRotaryEmbedding).
+
+    The sequence length L of a row is its largest position + 1 (a packed row is one of
+    InternEvo's packs; its `indexes` are our positions). Up to `max_positions` the base is
+    unchanged; beyond, base * (factor * L / max_positions - (factor - 1)) ** (D / (D - 2)).
+    InternEvo always passes factor 1.0.
+    """
+    length = jnp.max(positions, axis=-1).astype(jnp.float32) + 1.0
+    grown = base * (factor * length / max_positions - (factor - 1.0)) ** (head_dim / (head_dim - 2))
+    return jnp.where(length > max_positions, grown, jnp.float32(base))
+
+
+def rotary_tables(
+    positions: jax.Array, head_dim: int, base: float | jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables [B, T, head_dim // 2] in fp32 for integer `positions` [B, T].
+
+    `base` is a number or a per-row array [B] (dynamic NTK).
+    """
+    exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+    base = jnp.asarray(base, jnp.float32)
+    inv_freq = 1.0 / (base[..., None, None] ** exponents)  # [1, 1, D/2] or [B, 1, D/2]
     angles = positions.astype(jnp.float32)[..., None] * inv_freq
     return jnp.cos(angles), jnp.sin(angles)
+
+
+def rope_tables(args: ModelArgs, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The model's cos/sin tables for `positions`, with dynamic NTK scaling when enabled."""
+    base = args.rope_base
+    if args.dynamic_ntk:
+        base = dynamic_ntk_base(
+            positions, args.head_dim, args.rope_base, args.max_position_embeddings, args.rope_scaling_factor
+        )
+    return rotary_tables(positions, args.head_dim, base)
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:

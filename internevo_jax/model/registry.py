@@ -57,3 +57,12 @@ def model_notes(cfg: Any) -> list[str]:
     """
     notes = getattr(get_model_class(cfg.model_type), "notes", None)
     return list(notes(cfg)) if notes is not None else []
+
+
+def model_family(model_type: str) -> str:
+    """The parameter layout of a registered model type: "INTERNLM", "INTERNLM2" or "LLAMA2".
+
+    Aliases share their target's family (INTERNLM2_PUBLIC -> INTERNLM2); a user model that
+    declares no `family` is its own.
+    """
+    return str(getattr(get_model_class(model_type), "family", model_type))

@@ -1,6 +1,9 @@
 """The one table that maps the model's logical axis names to mesh axes.
 
 Layers name logical axes only; a parallel layout is a change of this table, never of the model.
+Flax resolves a dimension with the FIRST rule (in table order) whose mesh axes are still free in
+that array, so the order of the activation rules is what places "tensor" on the heads/mlp/vocab
+dimension inside the tensor-parallel regions and on the sequence dimension outside them.
 """
 
 from __future__ import annotations
@@ -9,34 +12,111 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from internevo_jax.config import Config
+from internevo_jax.config import Config, ConfigError
 
 BATCH_AXES = ("data", "fsdp")
+SEQUENCE_PARALLEL_MODES = ("msp", "fsp", "isp")
+
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
 
-def logical_axis_rules(cfg: Config) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
-    """Logical-axis -> mesh-axis rules for the configured parallel layout."""
-    # ZeRO-3 / FSDP shards the compute parameters over the zero1 group as well.
-    shard_params = cfg.parallel.zero1.fsdp or cfg.parallel.weight.size > 1
-    param_fsdp = "fsdp" if shard_params else None
-    return (
-        # activations
+class LayoutRules(tuple):
+    """The rules table, plus the one layout fact that is not a logical -> mesh mapping: how many
+    chunks of layers each pipeline stage holds (model.num_chunks; > 1 is the circular schedule).
+
+    It is an ordinary tuple of (logical, mesh axes) pairs wherever Flax reads it.
+    """
+
+    pipeline_chunks: int
+
+    def __new__(cls, entries, pipeline_chunks: int = 1):
+        obj = super().__new__(cls, entries)
+        obj.pipeline_chunks = pipeline_chunks
+        return obj
+
+    def __getnewargs__(self):
+        return (tuple(self), self.pipeline_chunks)
+
+
+def _check_pipeline(cfg: Config) -> int:
+    """The number of chunks per stage; ConfigError when the pipeline cannot hold the model."""
+    source = cfg.source_path or "<config>"
+    pp, chunks = cfg.parallel.pipeline.size, max(1, cfg.model.num_chunks)
+    if pp == 1:
+        return 1
+    if not cfg.model.scan_layers:
+        raise ConfigError(
+            f"{source}: parallel.pipeline.size={pp} needs the layers stacked: set model.scan_layers=True "
+            "(or --set model.scan_layers=True); each stage then holds a slice of the stacked weights.",
+            key="model.scan_layers",
+            source=source,
+        )
+    layers = cfg.model.num_layers
+    if layers % (pp * chunks):
+        raise ConfigError(
+            f"{source}: model.num_layers = {layers} cannot be cut into pipeline {pp} x num_chunks {chunks} "
+            f"equal pieces: {layers} % {pp * chunks} = {layers % (pp * chunks)}; choose sizes whose "
+            f"product divides {layers}.",
+            key="parallel.pipeline.size",
+            source=source,
+        )
+    return chunks
+
+
+def logical_axis_rules(cfg: Config) -> Rules:
+    """Logical-axis -> mesh-axis rules for the configured parallel layout.
+
+    These are the rules of the COMPUTE layout (activations and the parameters as the layers use
+    them); `master_axis_rules` derives the layout of the fp32 master copy and optimizer state.
+
+    * mtp: Megatron column/row split of heads, kv_heads, mlp and vocab over "tensor".
+    * msp / fsp: the same weights; activations whose last dim is the embedding (the residual
+      stream, norms, dropout regions) are split along the sequence over "tensor" instead.
+    * isp: weights are not split over "tensor"; the sequence is, through the whole layer,
+      except q/k/v and the attention output, which are split by heads (XLA's all-to-all).
+    * zero1.fsdp=True or weight.size > 1: the compute weights are sharded over "fsdp" too.
+    """
+    par = cfg.parallel
+    chunks = _check_pipeline(cfg)
+    mode = par.tensor.mode
+    tp_weights = None if mode == "isp" else "tensor"
+    sequence = "tensor" if mode in SEQUENCE_PARALLEL_MODES else None
+    param_fsdp = "fsdp" if (par.zero1.fsdp or par.weight.size > 1) else None
+    table = (
+        # activations; heads/mlp/vocab come before length so that they win "tensor" where both
+        # appear in one array (q/k/v, the MLP hidden, the logits)
+        ("activation_stage", "pipeline"),  # the stage axis of the pipeline schedule's buffers
         ("activation_batch", BATCH_AXES),
-        ("activation_length", None),
-        ("activation_embed", None),
         ("activation_heads", "tensor"),
+        ("activation_mlp", tp_weights),
+        ("activation_vocab", tp_weights),
+        ("activation_length", sequence),
+        ("activation_embed", None),
         ("activation_kv", None),
-        ("activation_mlp", "tensor"),
-        ("activation_vocab", "tensor"),
-        # parameters: Megatron column/row split over "tensor"
-        ("vocab", "tensor"),
-        ("heads", "tensor"),
-        ("kv_heads", "tensor"),
-        ("mlp", "tensor"),
+        # parameters
+        ("vocab", tp_weights),
+        ("heads", tp_weights),
+        ("kv_heads", tp_weights),
+        ("mlp", tp_weights),
         ("embed", param_fsdp),
         ("norm", None),
-        ("layers", None),
+        ("layers", "pipeline"),  # stacked layers (scan_layers): each stage holds its own
     )
+    return LayoutRules(table, pipeline_chunks=chunks)
+
+
+def master_axis_rules(rules: Rules) -> Rules:
+    """Rules of the fp32 master parameters and optimizer moments: ZeRO-1.
+
+    Every parameter with an embedding (or norm) dimension is sharded over "fsdp" along it,
+    whether or not the compute copy is (a no-op when the fsdp axis has size 1).
+    """
+    return tuple((name, "fsdp" if name in ("embed", "norm") else axes) for name, axes in rules)
+
+
+def params_sharded_for_compute(rules: Rules) -> bool:
+    """True when the compute copy of the weights stays sharded over "fsdp" (FSDP / ZeRO-3)."""
+    return dict(rules).get("embed") == "fsdp"
 
 
 def shardings_for(logical_specs, mesh: Mesh, rules) -> object:

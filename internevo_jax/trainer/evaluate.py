@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from internevo_jax.parallel import batch_sharding, put_batch
-from internevo_jax.trainer.loss import cross_entropy
+from internevo_jax.trainer.loss import token_stats
 from internevo_jax.trainer.step import MODEL_INPUTS
 
 
@@ -21,7 +21,7 @@ def make_eval_step(model: nn.Module, mesh, rules, param_shardings, *, matmul_pre
     def evaluate(params, batch):
         def body(total, micro):
             logits = model.apply({"params": params}, *(micro[k] for k in MODEL_INPUTS))
-            _, stats = cross_entropy(logits, micro["labels"])
+            stats = token_stats(logits, micro["labels"])
             return jax.tree.map(jnp.add, total, stats), None
 
         zero = {"nll_sum": jnp.float32(0), "tokens": jnp.float32(0), "correct": jnp.float32(0)}

@@ -1,4 +1,4 @@
-"""Token-mean cross-entropy with InternEvo's reduction and torch-style label smoothing."""
+"""Token-mean cross-entropy with InternEvo's reduction, torch-style label smoothing, and token stats."""
 
 from __future__ import annotations
 
@@ -10,32 +10,45 @@ IGNORE_INDEX = -100
 
 def cross_entropy(
     logits: jax.Array, labels: jax.Array, batch: dict | None = None, *, label_smoothing: float = 0.0
-) -> tuple[jax.Array, dict]:
+) -> jax.Array:
     """Loss of one micro-batch: per-row token mean over labels != -100, then the mean over rows.
 
     A row is one data-parallel rank's pack, so the mean over rows equals InternEvo's per-rank mean
     followed by the data-parallel gradient average. Label smoothing follows
-    torch.nn.CrossEntropyLoss: (1 - e) * nll + e * mean_c(-log p_c).
-    Returns (loss, stats) with summed token statistics for the metrics line.
+    torch.nn.CrossEntropyLoss: (1 - e) * nll + e * mean_c(-log p_c). A row without any valid
+    label contributes 0.
     """
     del batch
     logits = logits.astype(jnp.float32)
     valid = labels != IGNORE_INDEX
-    safe_labels = jnp.where(valid, labels, 0)
     logz = jax.nn.logsumexp(logits, axis=-1)
-    label_logit = jnp.take_along_axis(logits, safe_labels[..., None], axis=-1)[..., 0]
-    nll = logz - label_logit
-    per_token = nll
+    label_logit = jnp.take_along_axis(logits, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
+    per_token = logz - label_logit
     if label_smoothing > 0:
-        per_token = (1.0 - label_smoothing) * nll + label_smoothing * (logz - logits.mean(axis=-1))
+        per_token = (1.0 - label_smoothing) * per_token + label_smoothing * (logz - logits.mean(axis=-1))
     validf = valid.astype(jnp.float32)
-    row_tokens = validf.sum(axis=-1)
-    row_loss = (per_token * validf).sum(axis=-1) / jnp.maximum(row_tokens, 1.0)
-    loss = row_loss.mean()
-    correct = (jnp.argmax(logits, axis=-1) == labels) & valid
-    stats = {
-        "nll_sum": (nll * validf).sum(),
-        "tokens": row_tokens.sum(),
-        "correct": correct.astype(jnp.float32).sum(),
-    }
-    return loss, stats
+    row_loss = (per_token * validf).sum(axis=-1) / jnp.maximum(validf.sum(axis=-1), 1.0)
+    return row_loss.mean()
+
+
+def token_stats(
+    logits: jax.Array, labels: jax.Array, type_ids: jax.Array | None = None, num_types: int = 0
+) -> dict:
+    """Summed statistics over valid tokens: nll_sum, tokens, correct (argmax == label).
+
+    With `num_types` > 0 also per dataset type: type_tokens, type_correct, type_nll ([num_types]).
+    These feed acc, perplexity and the per-type metrics, whatever loss is being trained.
+    """
+    logits = logits.astype(jnp.float32)
+    valid = labels != IGNORE_INDEX
+    validf = valid.astype(jnp.float32)
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    nll = logz - jnp.take_along_axis(logits, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
+    correct = ((jnp.argmax(logits, axis=-1) == labels) & valid).astype(jnp.float32)
+    stats = {"nll_sum": (nll * validf).sum(), "tokens": validf.sum(), "correct": correct.sum()}
+    if num_types and type_ids is not None:
+        onehot = jax.nn.one_hot(type_ids, num_types, dtype=jnp.float32) * validf[..., None]
+        stats["type_tokens"] = onehot.sum(axis=tuple(range(onehot.ndim - 1)))
+        stats["type_correct"] = jnp.einsum("...t,...->t", onehot, correct)
+        stats["type_nll"] = jnp.einsum("...t,...->t", onehot, nll)
+    return stats

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from internevo_jax.config import Config
@@ -83,4 +85,60 @@ def batch_statistics(segment_ids: np.ndarray) -> dict:
         "largest_length": longest,
         "largest_batch": int(max(counts)),
         "smallest_batch": int(min(counts)),
+    }
+
+
+# what Trainer.step returns besides a loss function's extras and the per-type metrics
+STEP_METRICS = frozenset(
+    {
+        "loss",
+        "grad_norm",
+        "lr",
+        "adam_beta2",
+        "loss_scale",
+        "overflow",
+        "acc",
+        "perplexity",
+        "tokens",
+        "step_time",
+        "micro_num",
+    }
+)
+
+
+def step_record(
+    cfg: Config,
+    *,
+    step: int,
+    metrics: dict,
+    context,
+    segment_ids: np.ndarray,
+    dp_size: int,
+    world: int,
+    flops_per_token: float,
+    peak_flops: float | None,
+) -> dict:
+    """The metrics line of one step: InternEvo's keys in its order, then acc, perplexity, mfu, and
+    the per-type metrics and loss extras."""
+    step_time = metrics["step_time"]
+    micro_num = metrics["micro_num"]
+    tokens_per_s = micro_num * cfg.data.packed_length * dp_size / step_time
+    return {
+        "tflops": round(internevo_step_flops(cfg, dp_size, micro_num) / (step_time * world * 1e12), 4),
+        "step": step,
+        "loss": metrics["loss"],
+        "tgs (tokens/gpu/second)": round(tokens_per_s / world, 2),
+        "lr": metrics["lr"],
+        "loss_scale": metrics["loss_scale"],
+        "grad_norm": metrics["grad_norm"],
+        "micro_num": micro_num,
+        "num_consumed_tokens": context.num_consumed_tokens,
+        "inf_nan_skip_batches": context.inf_nan_skip_batches,
+        **batch_statistics(segment_ids),
+        "adam_beta2": metrics["adam_beta2"],
+        "fwd_bwd_time": round(step_time, 4),
+        "acc": metrics["acc"],
+        "perplexity": metrics["perplexity"],
+        "mfu": round(flops_per_token * tokens_per_s / (world * peak_flops), 4) if peak_flops else math.nan,
+        **{k: v for k, v in metrics.items() if k not in STEP_METRICS},
     }

@@ -1,14 +1,19 @@
-"""The train state on the device and the run counters on the host."""
+"""The train state on the device, the run counters on the host, and their sharded initialisation."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import flax.struct
 import jax
+import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from internevo_jax.optim import LossScaleState
+from internevo_jax.optim import DynamicLossScaler, LossScaleState
+from internevo_jax.parallel.checks import check_layout
+from internevo_jax.parallel.rules import master_axis_rules
 
 
 @flax.struct.dataclass
@@ -37,52 +42,73 @@ class TrainContext:
         return dataclasses.asdict(self)
 
 
-def abstract_model_inputs(batch_rows: int, length: int):
-    """ShapeDtypeStructs for model.init: ids, positions and segment ids of one micro-batch."""
-    spec = jax.ShapeDtypeStruct((batch_rows, length), jax.numpy.int32)
-    return spec, spec, spec
+def _init_fn(model: nn.Module, seq_len: int):
+    ids = jnp.zeros((1, seq_len), jnp.int32)
+    return lambda key: model.init(key, ids, ids, ids + 1)["params"]
 
 
-def create_train_state(
-    model, tx: optax.GradientTransformation, scaler, mesh, rules, rng: jax.Array, seq_len: int
-) -> tuple[TrainState, TrainState]:
-    """Initialise params, optimizer and scaler state directly in their shardings on `mesh`.
+def param_shardings(model: nn.Module, mesh: Mesh, rules, seq_len: int, *, master: bool = True):
+    """NamedShardings of the model's parameters from their logical axes and the rules table.
 
-    Returns (state, state_shardings). Parameters are placed by the logical-axis rules; optimizer
-    moments follow their parameters; scalars are replicated.
+    `master=True` (the default) gives the layout of the fp32 master copy kept in the train state
+    (ZeRO-1: sharded over "fsdp", see parallel.master_axis_rules); False the compute layout.
     """
-    import flax.linen as nn
-    from jax.sharding import NamedSharding, PartitionSpec
+    boxed = jax.eval_shape(_init_fn(model, seq_len), jax.random.key(0))
+    table = master_axis_rules(rules) if master else rules
+    return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, table)
 
-    ids = jax.numpy.zeros((1, seq_len), jax.numpy.int32)
 
-    def init_params(key):
-        return model.init(key, ids, ids, ids + 1)["params"]
+def check_model_layout(model: nn.Module, mesh: Mesh, rules, seq_len: int | None = None) -> None:
+    """ConfigError when the model's dimensions cannot be split the way `rules` ask on `mesh`."""
+    args = getattr(model, "args", None)
+    if args is None:  # a custom module without ModelArgs: jit reports uneven shardings itself
+        return
+    shape = dict(mesh.shape)
+    check_layout(args, shape, rules, seq_len=seq_len)
+    check_layout(args, shape, master_axis_rules(rules))
 
-    boxed = jax.eval_shape(init_params, rng)
-    logical_specs = nn.get_partition_spec(boxed)
-    param_shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+def init_params(model: nn.Module, mesh: Mesh, rules, rng: jax.Array, seq_len: int) -> tuple[dict, dict]:
+    """Initialise fp32 master parameters directly in their shardings; returns (params, shardings).
+
+    The shardings are the master layout (`param_shardings`); the train step derives the compute
+    layout from them. Raises ConfigError when the layout does not fit the model's dimensions.
+    """
+    check_model_layout(model, mesh, rules, seq_len)
+    shardings = param_shardings(model, mesh, rules, seq_len)
+    init = _init_fn(model, seq_len)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        params = jax.jit(lambda key: nn.unbox(init(key)), out_shardings=shardings)(rng)
+    return params, shardings
+
+
+def init_train_state(
+    params: dict, shardings: dict, tx: optax.GradientTransformation, scaler: DynamicLossScaler, mesh: Mesh
+) -> tuple[TrainState, TrainState]:
+    """Optimizer and scaler state around `params`; moments follow their parameter's sharding.
+
+    Returns (state, state_shardings). `params` is taken over (donated), not copied.
+    """
     replicated = NamedSharding(mesh, PartitionSpec())
-
-    abstract_params = nn.unbox(boxed)
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    abstract_opt = jax.eval_shape(tx.init, params)
     opt_shardings = optax.tree_map_params(
-        tx,
-        lambda _, sharding: sharding,
-        abstract_opt,
-        param_shardings,
-        transform_non_params=lambda _: replicated,
+        tx, lambda _, sharding: sharding, abstract_opt, shardings, transform_non_params=lambda _: replicated
     )
-    shardings = TrainState(
-        params=param_shardings,
+    state_shardings = TrainState(
+        params=shardings,
         opt_state=opt_shardings,
         loss_scale=jax.tree.map(lambda _: replicated, scaler.init()),
     )
+    build = jax.jit(
+        lambda p: TrainState(params=p, opt_state=tx.init(p), loss_scale=scaler.init()),
+        in_shardings=(shardings,),
+        out_shardings=state_shardings,
+        donate_argnums=(0,),
+    )
+    return build(params), state_shardings
 
-    def init_all(key):
-        params = nn.unbox(init_params(key))
-        return TrainState(params=params, opt_state=tx.init(params), loss_scale=scaler.init())
 
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state = jax.jit(init_all, out_shardings=shardings)(rng)
-    return state, shardings
+def create_train_state(model, tx, scaler, mesh, rules, rng, seq_len):
+    """init_params followed by init_train_state: a fresh sharded train state and its shardings."""
+    params, shardings = init_params(model, mesh, rules, rng, seq_len)
+    return init_train_state(params, shardings, tx, scaler, mesh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -11,15 +12,21 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from internevo_jax.config import ConfigError
+from internevo_jax.model.args import ModelArgs
+from internevo_jax.model.causal_lm import CausalLM, decoder_stack
+from internevo_jax.model.layers import ACT_EMBED, ACT_VOCAB, Embedding, Head, make_norm, scale_grad
 from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of
 from internevo_jax.parallel import batch_sharding
-from internevo_jax.trainer.loss import cross_entropy
+from internevo_jax.parallel.pipeline import PipelineSchedule, run_pipeline
+from internevo_jax.parallel.zero import compute_copy, compute_dtypes, compute_shardings, reduce_layouts
+from internevo_jax.trainer.loss import cross_entropy, token_stats
 from internevo_jax.trainer.state import TrainState
 
 MODEL_INPUTS = ("input_ids", "positions", "segment_ids")
 
-# loss_fn(logits, labels, micro_batch) -> (scalar loss, dict of summed stats)
-LossFn = Callable[[jax.Array, jax.Array, dict], tuple[jax.Array, dict]]
+# loss_fn(logits, labels, micro_batch) -> scalar loss, or (scalar loss, {name: scalar metric})
+LossFn = Callable[[jax.Array, jax.Array, dict], jax.Array | tuple[jax.Array, dict]]
 
 
 def _all_finite(tree) -> jax.Array:
@@ -27,20 +34,32 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves))
 
 
-def make_grads_fn(model: nn.Module, *, loss_fn: LossFn | None = None, label_smoothing: float = 0.0):
-    """Build `grads(params, batch, scale) -> (mean gradients, per-micro losses, summed stats)`.
+def make_grads_fn(
+    model: nn.Module,
+    *,
+    loss_fn: LossFn | None = None,
+    label_smoothing: float = 0.0,
+    num_types: int = 0,
+    param_transform: Callable | None = None,
+):
+    """Build `grads(params, batch, scale) -> (mean gradients, per-micro losses, summed stats, extras)`.
 
     Runs a `lax.scan` over the micro_num axis of `batch`, so only one micro-batch of activations
     is alive at a time; gradients of `loss * scale` accumulate in fp32 and are returned divided by
-    micro_num * scale, i.e. the unscaled mean over micro-batches.
+    micro_num * scale, i.e. the unscaled mean over micro-batches. `extras` are the loss function's
+    own metrics, averaged over micro-batches. `param_transform(params)` (differentiable) makes the
+    copy the model computes with, e.g. the ZeRO-1 gather of `parallel.zero.compute_copy`.
     """
     if loss_fn is None:
         loss_fn = functools.partial(cross_entropy, label_smoothing=label_smoothing)
 
     def micro_loss(params, micro, scale):
-        logits = model.apply({"params": params}, *(micro[k] for k in MODEL_INPUTS))
-        loss, stats = loss_fn(logits, micro["labels"], micro)
-        return loss * scale, (loss, stats)
+        used = params if param_transform is None else param_transform(params)
+        logits = model.apply({"params": used}, *(micro[k] for k in MODEL_INPUTS))
+        out = loss_fn(logits, micro["labels"], micro)
+        loss, extras = out if isinstance(out, tuple) else (out, {})
+        stats = token_stats(logits, micro["labels"], micro.get("type_ids"), num_types)
+        return loss * scale, (loss, stats, extras)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
@@ -48,13 +67,103 @@ def make_grads_fn(model: nn.Module, *, loss_fn: LossFn | None = None, label_smoo
         micro_num = batch["input_ids"].shape[0]
 
         def accumulate(grad_acc, micro):
-            (_, (loss, stats)), g = grad_fn(params, micro, scale)
-            return jax.tree.map(jnp.add, grad_acc, g), (loss, stats)
+            (_, aux), g = grad_fn(params, micro, scale)
+            return jax.tree.map(jnp.add, grad_acc, g), aux
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        grad_sum, (losses, stats) = jax.lax.scan(accumulate, zeros, batch)
+        grad_sum, (losses, stats, extras) = jax.lax.scan(accumulate, zeros, batch)
         mean = jax.tree.map(lambda g: g / (micro_num * scale), grad_sum)
-        return mean, losses, jax.tree.map(jnp.sum, stats)
+        summed = jax.tree.map(lambda x: x.sum(axis=0), stats)
+        return mean, losses, summed, jax.tree.map(jnp.mean, extras)
+
+    return grads
+
+
+class _Layers(nn.Module):
+    """k stacked decoder layers: one pipeline stage's chunk, parameters {"layers": [k, ...]}."""
+
+    args: ModelArgs
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids):
+        return decoder_stack(self.args, x, positions, segment_ids)
+
+
+def make_pipeline_grads_fn(
+    model: nn.Module,
+    mesh,
+    compute,
+    *,
+    chunks: int = 1,
+    loss_fn: LossFn | None = None,
+    label_smoothing: float = 0.0,
+    num_types: int = 0,
+    param_transform: Callable | None = None,
+):
+    """`make_grads_fn` for a mesh with a "pipeline" axis > 1: the same results, layers pipelined.
+
+    The model must be a CausalLM with stacked layers (scan_layers): the embedding runs for every
+    micro-batch first, the layers go through `parallel.pipeline.run_pipeline`, then the final norm,
+    head and loss run per micro-batch. `compute` are the compute-copy shardings (the stacked layer
+    weights are split into stages from them).
+    """
+    args = getattr(model, "args", None)
+    if not isinstance(model, CausalLM) or not args.scan_layers:
+        raise ConfigError(
+            "pipeline parallelism needs an InternLM-family model with stacked layers: set "
+            "model.scan_layers=True.",
+            key="model.scan_layers",
+        )
+    if loss_fn is None:
+        loss_fn = functools.partial(cross_entropy, label_smoothing=label_smoothing)
+    stages = mesh.shape["pipeline"]
+    k = args.num_layers // (stages * chunks)
+    chunk_args = dataclasses.replace(args, num_layers=k, checkpoint_layers=k if args.remat_layers else 0)
+    layers = _Layers(chunk_args)
+    embedding, head, norm = Embedding(args), Head(args), make_norm(args, "norm")
+    state_names = ("activation_stage", "activation_batch", "activation_length", "activation_embed")
+
+    def pin_state(x):
+        return nn.with_logical_constraint(x, state_names[: x.ndim])
+
+    def pin_params(tree):
+        def pin(p, sharding):
+            spec = PartitionSpec("pipeline", None, None, *tuple(sharding.spec)[1:])
+            return jax.lax.with_sharding_constraint(p, NamedSharding(mesh, spec))
+
+        return jax.tree.map(pin, tree, compute["layers"])
+
+    def stage_fn(params, x, side):
+        return layers.apply({"params": {"layers": params}}, x, side["positions"], side["segment_ids"])
+
+    def total_loss(params, batch, scale):
+        p = params if param_transform is None else param_transform(params)
+        x = embedding.apply({"params": p["embedding"]}, batch["input_ids"])
+        x = nn.with_logical_constraint(scale_grad(x, args.embed_grad_scale), (None, *ACT_EMBED))
+        side = {"positions": batch["positions"], "segment_ids": batch["segment_ids"]}
+        schedule = PipelineSchedule(stages, x.shape[0], chunks)
+        hidden = run_pipeline(
+            stage_fn, p["layers"], x, side, schedule, pin_state=pin_state, pin_params=pin_params
+        )
+
+        def per_micro(item):
+            h, micro = item
+            if args.final_norm:
+                h = norm.apply({"params": p["norm"]}, h)
+            logits = nn.with_logical_constraint(head.apply({"params": p["head"]}, h), ACT_VOCAB)
+            out = loss_fn(logits, micro["labels"], micro)
+            loss, extras = out if isinstance(out, tuple) else (out, {})
+            return loss, token_stats(logits, micro["labels"], micro.get("type_ids"), num_types), extras
+
+        losses, stats, extras = jax.lax.map(jax.checkpoint(per_micro), (hidden, batch))
+        return losses.mean() * scale, (losses, stats, extras)
+
+    grad_fn = jax.value_and_grad(total_loss, has_aux=True)
+
+    def grads(params, batch: dict, scale):
+        (_, (losses, stats, extras)), g = grad_fn(params, batch, scale)
+        mean = jax.tree.map(lambda x: x / scale, g)
+        return mean, losses, jax.tree.map(lambda x: x.sum(axis=0), stats), jax.tree.map(jnp.mean, extras)
 
     return grads
 
@@ -71,20 +180,36 @@ def make_train_step(
     label_smoothing: float = 0.0,
     matmul_precision: str | None = None,
     grad_hook: Callable | None = None,
+    type_names: tuple[str, ...] = (),
 ) -> Callable:
     """Build `step(state, batch) -> (state, metrics)`, jitted with explicit shardings.
 
     batch: dict of int32 arrays [micro_num, rows, packed_length] (see `make_grads_fn`).
     On non-finite gradients the whole update is skipped: params, optimizer state and schedules
     stay bit-identical, and the loss scaler backs off.
+    `type_names` (dataset type per type id) adds tokens/<type>, acc/<type> and loss/<type>.
     `grad_hook(grads, step)` may transform the averaged gradients; `step` is the 0-based batch
     index passed to the step (tests use it to inject overflows on chosen steps).
     """
-    grads_fn = make_grads_fn(model, loss_fn=loss_fn, label_smoothing=label_smoothing)
+    master = state_shardings.params
+    compute = compute_shardings(master, rules)
+    dtypes = compute_dtypes(master, getattr(model, "args", None))
+    reduce = reduce_layouts(master, compute, master)
+    common = dict(
+        loss_fn=loss_fn,
+        label_smoothing=label_smoothing,
+        num_types=len(type_names),
+        param_transform=lambda p: compute_copy(p, dtypes, compute, master, reduce),
+    )
+    if mesh.shape["pipeline"] > 1:
+        chunks = getattr(rules, "pipeline_chunks", 1)
+        grads_fn = make_pipeline_grads_fn(model, mesh, compute, chunks=chunks, **common)
+    else:
+        grads_fn = make_grads_fn(model, **common)
 
     def step(state: TrainState, batch: dict, step_index: jax.Array):
         params = state.params
-        grads, losses, stats = grads_fn(params, batch, state.loss_scale.scale)
+        grads, losses, stats, extras = grads_fn(params, batch, state.loss_scale.scale)
         if grad_hook is not None:
             grads = grad_hook(grads, step_index)
         finite = _all_finite(grads)
@@ -110,7 +235,13 @@ def make_train_step(
             "acc": stats["correct"] / jnp.maximum(stats["tokens"], 1.0),
             "perplexity": jnp.exp(stats["nll_sum"] / jnp.maximum(stats["tokens"], 1.0)),
             "tokens": stats["tokens"],
+            **extras,
         }
+        for i, name in enumerate(type_names):  # InternEvo's per-dataset-type metrics
+            count = stats["type_tokens"][i]
+            metrics[f"tokens/{name}"] = count
+            metrics[f"acc/{name}"] = stats["type_correct"][i] / jnp.maximum(count, 1.0)
+            metrics[f"loss/{name}"] = stats["type_nll"][i] / jnp.maximum(count, 1.0)
         return new_state, metrics
 
     replicated = NamedSharding(mesh, PartitionSpec())

@@ -16,8 +16,17 @@ TINY = dict(
     JOB_NAME="ckpt_test",
     data=dict(seq_len=32, micro_num=2, micro_bsz=1, total_steps=12, train_folder=None, min_length=0),
     model_type="INTERNLM",
-    model=dict(checkpoint=False, num_attention_heads=2, vocab_size=128, hidden_size=32, num_layers=2,
-               mlp_ratio=2, dtype="torch.float32", use_flash_attn=False, num_chunks=1),
+    model=dict(
+        checkpoint=False,
+        num_attention_heads=2,
+        vocab_size=128,
+        hidden_size=32,
+        num_layers=2,
+        mlp_ratio=2,
+        dtype="torch.float32",
+        use_flash_attn=False,
+        num_chunks=1,
+    ),
     parallel=dict(zero1=dict(size=-1, fsdp=False), tensor=dict(size=1, mode="mtp"), pipeline=dict(size=1)),
     adam=dict(lr=1e-2),
     lr_scheduler=dict(total_steps=12, warmup_ratio=0.1),
@@ -72,8 +81,9 @@ def make_state(cfg, devices=None, seed=0, perturb=0.0):
     state, shardings = _STATES[key]
     sizes = parallel_sizes(cfg, len(devices))
     mesh = build_mesh(sizes, devices)
-    loader = build_train_loader(cfg, dp_size=sizes.dp, dp_ranks=local_dp_ranks(mesh),
-                                vocab_size=cfg.model.vocab_size)
+    loader = build_train_loader(
+        cfg, dp_size=sizes.dp, dp_ranks=local_dp_ranks(mesh), vocab_size=cfg.model.vocab_size
+    )
     return state, shardings, loader
 
 
@@ -90,8 +100,15 @@ def _build_state(cfg, devices, seed, perturb):
     sizes = parallel_sizes(cfg, len(devices))
     mesh = build_mesh(sizes, devices)
     tx, _, _ = build_optimizer(cfg)
-    state, shardings = create_train_state(build_model(cfg), tx, DynamicLossScaler.from_config(cfg), mesh,
-                                          logical_axis_rules(cfg), jax.random.key(seed), cfg.data.seq_len)
+    state, shardings = create_train_state(
+        build_model(cfg),
+        tx,
+        DynamicLossScaler.from_config(cfg),
+        mesh,
+        logical_axis_rules(cfg),
+        jax.random.key(seed),
+        cfg.data.seq_len,
+    )
     if perturb:
         rng = np.random.default_rng(seed)
 
@@ -143,15 +160,23 @@ def moto_server():
         server.stop()
 
 
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret-do-not-log",
-          "AWS_REGION": "us-east-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing-key",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-do-not-log",
+    "AWS_REGION": "us-east-1",
+}
 
 
 def make_bucket(endpoint: str, bucket: str) -> None:
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing-key",
-                 aws_secret_access_key="testing-secret-do-not-log").create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing-key",
+        aws_secret_access_key="testing-secret-do-not-log",
+    ).create_bucket(Bucket=bucket)
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -160,15 +185,29 @@ def cli_env(extra=None, cache_dir=None):
     env.update({"JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"})
     if cache_dir:
         # Later runs load the compiled step from disk: the same executable, seconds instead of ~10 s.
-        env.update({"JAX_COMPILATION_CACHE_DIR": str(cache_dir), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+        env.update(
+            {
+                "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+            }
+        )
     env.update(extra or {})
     return env
 
 
 def cli_command(config_path, run_dir, sets=()):
-    cmd = [sys.executable, "-m", "internevo_jax.train", "--config", str(config_path), "--launcher", "local",
-           "--set", f"run_dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "internevo_jax.train",
+        "--config",
+        str(config_path),
+        "--launcher",
+        "local",
+        "--set",
+        f"run_dir={run_dir}",
+    ]
     for s in sets:
         cmd += ["--set", s]
     return cmd
@@ -176,13 +215,20 @@ def cli_command(config_path, run_dir, sets=()):
 
 def start_cli(config_path, run_dir, sets=(), env=None, log_path=None):
     log = open(log_path or os.path.join(str(run_dir) + ".log"), "w")  # noqa: SIM115 - closed by caller via wait
-    return subprocess.Popen(cli_command(config_path, run_dir, sets), cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        cli_command(config_path, run_dir, sets), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def run_cli(config_path, run_dir, sets=(), env=None, timeout=240):
-    proc = subprocess.run(cli_command(config_path, run_dir, sets), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        cli_command(config_path, run_dir, sets),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return proc
 
 

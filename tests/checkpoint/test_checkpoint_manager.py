@@ -63,8 +63,12 @@ def test_auto_resume_restores_everything_from_newest(saved):
 def test_model_only_keeps_fresh_optimizer_and_counters(saved):
     cfg, root, expected = saved
     state, fresh, ctx, loader = _resume(
-        cfg, root, enable_save_ckpt=False, auto_resume=False,
-        load_ckpt_info=dict(path=f"local:{root}/ckpts/4", content=("model",)))
+        cfg,
+        root,
+        enable_save_ckpt=False,
+        auto_resume=False,
+        load_ckpt_info=dict(path=f"local:{root}/ckpts/4", content=("model",)),
+    )
     assert_trees_equal(state.params, expected.params)
     assert_trees_equal(state.opt_state, fresh.opt_state)
     assert (ctx.step, loader.position) == (0, 0)  # fine-tuning starts at step 0, as in InternEvo
@@ -73,8 +77,12 @@ def test_model_only_keeps_fresh_optimizer_and_counters(saved):
 def test_optimizer_without_scheduler_restarts_the_schedules(saved):
     cfg, root, expected = saved
     state, fresh, ctx, _ = _resume(
-        cfg, root, enable_save_ckpt=False, auto_resume=False,
-        load_ckpt_info=dict(path=f"local:{root}/ckpts", content=("model", "optimizer")))
+        cfg,
+        root,
+        enable_save_ckpt=False,
+        auto_resume=False,
+        load_ckpt_info=dict(path=f"local:{root}/ckpts", content=("model", "optimizer")),
+    )
     inner_saved, inner_now = expected.opt_state[1].inner_state, state.opt_state[1].inner_state
     assert_trees_equal(inner_now, inner_saved)  # Adam moments and step come back
     assert_trees_equal(state.loss_scale, expected.loss_scale)
@@ -85,22 +93,32 @@ def test_optimizer_without_scheduler_restarts_the_schedules(saved):
 def test_scheduler_only_takes_the_schedule_counters(saved):
     cfg, root, expected = saved
     state, fresh, _, _ = _resume(
-        cfg, root, enable_save_ckpt=False, auto_resume=False,
-        load_ckpt_info=dict(path=f"local:{root}/ckpts", content=("scheduler",)))
+        cfg,
+        root,
+        enable_save_ckpt=False,
+        auto_resume=False,
+        load_ckpt_info=dict(path=f"local:{root}/ckpts", content=("scheduler",)),
+    )
     assert int(state.opt_state[1].count) == int(expected.opt_state[1].count) != 0
     assert_trees_equal(state.opt_state[1].inner_state, fresh.opt_state[1].inner_state)
     assert_trees_equal(state.params, fresh.params)
 
 
-def test_auto_resume_falls_back_to_load_ckpt_info_then_scratch(saved, tmp_path):
+def test_auto_resume_ignores_load_ckpt_info_as_internevo_does(saved, tmp_path, caplog):
     cfg, root, expected = saved
-    state, _, ctx, _ = _resume(cfg, tmp_path, save_ckpt_folder=f"local:{tmp_path}/empty", auto_resume=True,
-                               load_ckpt_info=dict(path=str(root / "ckpts"), content=("all",)))
-    assert_trees_equal(state, expected)
-    assert ctx.step == 8
-    state, fresh, ctx, _ = _resume(cfg, tmp_path, save_ckpt_folder=f"local:{tmp_path}/empty", auto_resume=True)
+    info = dict(path=str(root / "ckpts"), content=("all",))
+    with caplog.at_level(logging.INFO, logger="internevo_jax"):
+        state, fresh, ctx, _ = _resume(
+            cfg, tmp_path, save_ckpt_folder=f"local:{tmp_path}/empty", auto_resume=True, load_ckpt_info=info
+        )
     assert_trees_equal(state, fresh)
     assert ctx.step == 0
+    assert "load_ckpt_info" in caplog.text and "auto_resume=False" in caplog.text
+    state, _, ctx, _ = _resume(
+        cfg, tmp_path, save_ckpt_folder=f"local:{tmp_path}/empty", auto_resume=False, load_ckpt_info=info
+    )
+    assert_trees_equal(state, expected)
+    assert ctx.step == 8
 
 
 def test_half_written_checkpoints_are_ignored_and_reported(saved, tmp_path, caplog):
@@ -134,8 +152,9 @@ def test_new_save_replaces_a_half_written_one_at_the_same_step(saved, tmp_path):
 
 def test_snapshots_alternate_slots_and_keep_last_n_prunes(tmp_path):
     folder = tmp_path / "ckpts"
-    cfg = tiny_config(ckpt=dict(save_ckpt_folder=str(folder), checkpoint_every=4, oss_snapshot_freq=3,
-                                keep_last_n=2))
+    cfg = tiny_config(
+        ckpt=dict(save_ckpt_folder=str(folder), checkpoint_every=4, oss_snapshot_freq=3, keep_last_n=2)
+    )
     state, _, loader = make_state(cfg, perturb=0.1)
     manager = _save_steps(cfg, tmp_path, range(1, 17), state, loader)
     found = manager.scan()
@@ -167,3 +186,25 @@ def test_restored_arrays_use_the_target_shardings(saved):
     for leaf, sharding in zip(jax.tree.leaves(restored), jax.tree.leaves(shardings)):
         assert leaf.sharding == sharding
     assert np.isfinite(np.asarray(jax.tree.leaves(restored.params)[0])).all()
+
+
+def test_hf_ckpt_type_goes_through_the_converter(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("internevo_jax.checkpoint.hf") is None:
+        pytest.skip("the Hugging Face converter is not installed")
+    from internevo_jax.checkpoint.hf import export_hf
+
+    cfg = tiny_config()
+    state, _, _ = make_state(cfg, perturb=0.1)
+    export_hf(host_tree(state.params), cfg, str(tmp_path / "hf"), dtype="fp32")
+    restored, fresh, ctx, _ = _resume(
+        cfg,
+        tmp_path,
+        enable_save_ckpt=False,
+        auto_resume=False,
+        load_ckpt_info=dict(path=f"local:{tmp_path}/hf", content=("model",), ckpt_type="hf"),
+    )
+    assert_trees_equal(restored.params, host_tree(state.params))
+    assert_trees_equal(restored.opt_state, fresh.opt_state)
+    assert ctx.step == 0

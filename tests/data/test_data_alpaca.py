@@ -93,3 +93,5 @@ def test_special_ids_outside_vocab(tmp_path, internlm_tokenizer):
     with pytest.raises(DataError, match=r"eoh_id=200000 is outside the vocabulary.*--eoh_id"):
         tokenize_alpaca(src, tmp_path / "out", internlm_tokenizer, eoh_id=200000)
     assert not (tmp_path / "out" / "train" / "en" / "dataset.bin").exists()
+    with pytest.raises(DataError, match="none.model does not exist.*TOKENIZER argument"):
+        tokenize_alpaca(src, tmp_path / "out", tmp_path / "none.model")

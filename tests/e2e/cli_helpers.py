@@ -19,6 +19,8 @@ TINY = [
     "data.micro_num=2",
     "data.micro_bsz=1",
     "parallel.zero1=1",
+    # 7b_sft.py names a placeholder model folder to start from; these runs start from scratch
+    "ckpt.load_ckpt_info=None",
 ]
 
 

@@ -25,7 +25,7 @@ def test_7b_sft_config_trains_with_overridden_dims(tmp_path):
     # InternEvo's keys in InternEvo's order, then our extras
     keys = [kv.split("=")[0] for kv in lines[0].split(" INFO ", 1)[1].split(",")]
     assert keys[: len(LINE_KEYS)] == list(LINE_KEYS)
-    assert keys[len(LINE_KEYS) :] == ["acc", "perplexity", "mfu"]
+    assert keys[len(LINE_KEYS) :] == ["acc", "perplexity", "mfu", "acc/mock", "loss/mock", "tokens/mock"]
     # PyTorch-only keys are reported once, as one line
     assert log.count("have no effect in JAX") == 1
     assert "cudnn_benchmark" in log

@@ -8,92 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from model_helpers import make_cfg, packed_batch, randomize_params
+from model_reference import ref_forward
 
-from internevo_jax.model import InternLM, ModelArgs, build_model
-
-# ---------------------------------------------------------------- float64 reference
-
-
-def ref_rmsnorm(x, w, eps):
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
-
-
-def ref_layernorm(x, w, b, eps):
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * w + b
-
-
-def ref_rope(x, positions, base):
-    """HF Llama formulation: x * cos + rotate_half(x) * sin, with cos/sin repeated over halves."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / base ** (np.arange(0, d, 2, dtype=np.float64) / d)
-    freqs = positions[..., None].astype(np.float64) * inv_freq  # [B, T, D/2]
-    emb = np.concatenate([freqs, freqs], axis=-1)[:, :, None, :]  # [B, T, 1, D]
-    rotated = np.concatenate([-x[..., d // 2 :], x[..., : d // 2]], axis=-1)
-    return x * np.cos(emb) + rotated * np.sin(emb)
-
-
-def ref_attention(q, k, v, segments):
-    """Loop over batch and heads; kv head for query head h is h // (Hq // Hkv)."""
-    b, t, hq, d = q.shape
-    groups = hq // k.shape[2]
-    out = np.zeros_like(q)
-    for bi in range(b):
-        for h in range(hq):
-            kv = h // groups
-            scores = q[bi, :, h] @ k[bi, :, kv].T / np.sqrt(d)
-            for i in range(t):
-                for j in range(t):
-                    visible = j <= i and (segments is None or segments[bi, i] == segments[bi, j])
-                    if not visible:
-                        scores[i, j] = -np.inf
-            scores = scores - scores.max(-1, keepdims=True)
-            p = np.exp(scores)
-            p /= p.sum(-1, keepdims=True)
-            out[bi, :, h] = p @ v[bi, :, kv]
-    return out
-
-
-def ref_forward(params, ids, positions, segments, args: ModelArgs):
-    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-
-    def norm(x, n):
-        if args.norm_type == "rmsnorm":
-            return ref_rmsnorm(x, n["scale"], args.norm_eps)
-        return ref_layernorm(x, n["scale"], n["bias"], args.norm_eps)
-
-    def linear(x, layer):
-        y = x @ layer["kernel"]
-        return y + layer["bias"] if "bias" in layer else y
-
-    def attention(x, a):
-        bsz, t, _ = x.shape
-        q = linear(x, a["wq"]).reshape(bsz, t, args.num_heads, args.head_dim)
-        k = linear(x, a["wk"]).reshape(bsz, t, args.num_kv_heads, args.head_dim)
-        v = linear(x, a["wv"]).reshape(bsz, t, args.num_kv_heads, args.head_dim)
-        q, k = ref_rope(q, positions, args.rope_base), ref_rope(k, positions, args.rope_base)
-        o = ref_attention(q, k, v, segments).reshape(bsz, t, -1)
-        return linear(o, a["wo"])
-
-    def mlp(x, f):
-        gate = x @ f["w1"]["kernel"]
-        silu = gate / (1.0 + np.exp(-gate))
-        return (silu * (x @ f["w3"]["kernel"])) @ f["w2"]["kernel"]
-
-    x = p["embedding"]["embedding"][np.asarray(ids)]
-    positions, segments = np.asarray(positions), None if segments is None else np.asarray(segments)
-    for i in range(args.num_layers):
-        lp = p[f"layers_{i}"]
-        if args.post_norm:
-            h = norm(x + attention(x, lp["attention"]), lp["attention_norm"])
-            x = norm(h + mlp(h, lp["feed_forward"]), lp["ffn_norm"])
-        else:
-            h = x + attention(norm(x, lp["attention_norm"]), lp["attention"])
-            x = h + mlp(norm(h, lp["ffn_norm"]), lp["feed_forward"])
-    x = norm(x, p["norm"])
-    return x @ p["head"]["kernel"]
-
+from internevo_jax.model import InternLM, build_model
 
 # ---------------------------------------------------------------- helpers
 

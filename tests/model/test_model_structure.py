@@ -266,10 +266,10 @@ def test_embed_grad_scale_scales_embedding_and_head_grads_only():
 
 def test_unimplemented_settings_are_refused():
     with pytest.raises(ValueError) as info:
-        build_model(make_cfg(use_swiglu=False, drop_rate=0.1, use_dynamic_ntk_rope=True))
+        build_model(make_cfg(use_swiglu=False, drop_rate=0.1, norm_head=True))
     message = str(info.value)
     assert "model.use_swiglu=False" in message and "model.drop_rate=0.1" in message
-    assert "model.use_dynamic_ntk_rope=True" in message
+    assert "model.norm_head=True" in message
 
 
 def test_ignored_settings_are_reported_as_notes():

@@ -66,8 +66,10 @@ def test_alpaca_output_matches_reference(tmp_path, internlm_tokenizer):
 
     # The prompt is negative up to the answer; bos, answer, eoa, newline and eos are positive.
     first = expected[1]
-    n_prompt = len(sp.encode(f"<|User|>:{records[1]['instruction']}\n{records[1]['input']}")) + 2 + len(
-        sp.encode("<|Bot|>:")
+    n_prompt = (
+        len(sp.encode(f"<|User|>:{records[1]['instruction']}\n{records[1]['input']}"))
+        + 2
+        + len(sp.encode("<|Bot|>:"))
     )
     assert first[0] == 1 and all(t < 0 for t in first[1 : 1 + n_prompt])
     assert all(t > 0 for t in first[1 + n_prompt :]) and first[-3:] == [EOA, NL, 2]

@@ -5,6 +5,7 @@ import pytest
 
 from internevo_jax.monitor import LINE_KEYS, format_metrics_line
 from internevo_jax.trainer import cross_entropy
+from internevo_jax.trainer.loss import token_stats
 from internevo_jax.trainer.metrics import batch_statistics, peak_flops_for
 
 
@@ -33,11 +34,29 @@ def test_cross_entropy_is_mean_of_row_token_means(eps):
     labels[0, :4] = -100
     labels[1, :] = -100  # a row with no valid label contributes 0, never NaN
     labels[2, -1] = -100
-    loss, stats = cross_entropy(logits, labels, label_smoothing=eps)
+    loss = cross_entropy(logits, labels, label_smoothing=eps)
+    stats = token_stats(logits, labels)
     assert float(loss) == pytest.approx(numpy_loss(logits, labels, eps), rel=1e-5)
     assert float(stats["tokens"]) == (labels != -100).sum()
     correct = ((logits.argmax(-1) == labels) & (labels != -100)).sum()
     assert float(stats["correct"]) == correct
+
+
+def test_token_stats_per_type():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(2, 7, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(2, 7)).astype(np.int32)
+    labels[0, 0] = -100
+    types = rng.integers(0, 3, size=(2, 7)).astype(np.int32)
+    stats = token_stats(logits, labels, types, num_types=3)
+    valid = labels != -100
+    logz = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    nll = logz - np.take_along_axis(logits, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+    for t in range(3):
+        sel = valid & (types == t)
+        assert float(stats["type_tokens"][t]) == sel.sum()
+        assert float(stats["type_correct"][t]) == ((logits.argmax(-1) == labels) & sel).sum()
+        assert float(stats["type_nll"][t]) == pytest.approx(nll[sel].sum(), rel=1e-5)
 
 
 def test_batch_statistics_counts_segments_per_micro_batch():

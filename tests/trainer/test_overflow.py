@@ -10,9 +10,7 @@ import pytest
 from internevo_jax.config import config_from_dict
 from internevo_jax.data import build_train_loader
 from internevo_jax.optim import LrSchedule
-from internevo_jax.parallel import put_batch
-from internevo_jax.trainer import fit
-from internevo_jax.trainer.loop import build_components
+from internevo_jax.trainer import build_trainer, fit
 
 OVERFLOW_STEPS = (1, 2, 3, 4, 8)
 SCALER = dict(
@@ -79,17 +77,15 @@ def reference_scales(overflows, init, min_scale, max_scale, interval, hysteresis
 def test_scale_trajectory_skips_and_bit_identical_params(tmp_path):
     cfg = fp16_config(tmp_path)
     devices = jax.devices()[:1]
-    parts = build_components(cfg, devices=devices, grad_hook=inject(OVERFLOW_STEPS))
+    trainer = build_trainer(cfg, devices=devices, grad_hook=inject(OVERFLOW_STEPS))
     loader = build_train_loader(cfg, dp_size=1, dp_ranks=[0])
-    mesh = parts.mesh
-    state = parts.state
     lr = LrSchedule.from_config(cfg)
     scales, counts = [], []
     for step in range(cfg.data.total_steps):
-        before = jax.device_get(state)
-        state, metrics = parts.step_fn(state, put_batch(loader.get_batch(step), mesh, 1), step)
-        after = jax.device_get(state)
-        overflow = bool(metrics["overflow"])
+        before = jax.device_get(trainer.state)
+        metrics = trainer.step(loader.get_batch(step))
+        after = jax.device_get(trainer.state)
+        overflow = metrics["overflow"]
         assert overflow == (step in OVERFLOW_STEPS)
         same = [
             np.array_equal(a, b)
@@ -110,6 +106,8 @@ def test_scale_trajectory_skips_and_bit_identical_params(tmp_path):
     # hand-checked head of the sequence: hysteresis absorbs the first overflow, min_scale clamps the 4th
     assert scales[:9] == [1024, 1024, 512, 256, 256, 256, 256, 512, 512]
     assert counts[-1] == cfg.data.total_steps - len(OVERFLOW_STEPS)
+    assert trainer.context.inf_nan_skip_batches == len(OVERFLOW_STEPS)
+    assert trainer.context.step == cfg.data.total_steps
 
 
 def test_fit_counts_skips_and_keeps_consuming_tokens(tmp_path):

@@ -68,8 +68,8 @@ def test_micro_num_accumulation_equals_one_big_micro_batch():
         lambda p: p.unbox() if hasattr(p, "unbox") else p, params, is_leaf=lambda p: hasattr(p, "unbox")
     )
     grads_fn = jax.jit(make_grads_fn(model))
-    g_micro, losses_micro, _ = grads_fn(params, as_micro, jnp.float32(1.0))
-    g_pack, losses_pack, _ = grads_fn(params, as_pack, jnp.float32(1.0))
+    g_micro, losses_micro, _, _ = grads_fn(params, as_micro, jnp.float32(1.0))
+    g_pack, losses_pack, _, _ = grads_fn(params, as_pack, jnp.float32(1.0))
     assert float(losses_micro.mean()) == pytest.approx(float(losses_pack.mean()), rel=1e-6)
     flat_m, flat_p = jax.tree.leaves(g_micro), jax.tree.leaves(g_pack)
     for a, b in zip(flat_m, flat_p):

@@ -1,0 +1,208 @@
+"""config.json <-> our model settings, for the three HF layouts (LLaMA for INTERNLM and LLAMA2,
+InternLM2 with its remote-code classes)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from internevo_jax.checkpoint.errors import CheckpointError
+from internevo_jax.checkpoint.hf_layout import HF_ARCHITECTURES
+
+# What the released InternLM2 checkpoints put in config.json to find their remote code.
+INTERNLM2_AUTO_MAP = {
+    "AutoConfig": "configuration_internlm2.InternLM2Config",
+    "AutoModel": "modeling_internlm2.InternLM2ForCausalLM",
+    "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM",
+}
+TORCH_DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
+
+
+def hf_config(args: Any, family: str, *, dtype: str, special_ids: dict[str, int] | None = None) -> dict:
+    """config.json for a model with ModelArgs `args` exported in `family`'s HF layout.
+
+    Refuses what the HF classes cannot express (post-norm blocks without a final norm, LayerNorm).
+    """
+    problems = []
+    if args.post_norm or not args.final_norm:
+        problems.append("apply_post_layer_norm=True (HF's LLaMA and InternLM2 are pre-norm)")
+    if args.norm_type != "rmsnorm":
+        problems.append(f"norm_type={args.norm_type!r} (HF's LLaMA and InternLM2 use RMSNorm)")
+    if problems:
+        raise CheckpointError(
+            f"This {family} model cannot be written as a Hugging Face {HF_ARCHITECTURES[family]}: it uses "
+            f"{'; '.join(problems)}. Only models with the HF architecture's structure can be exported."
+        )
+    ids = {"bos_token_id": 1, "eos_token_id": 2, **(special_ids or {})}
+    rope_scaling = None
+    if args.dynamic_ntk:
+        # InternEvo trains with factor 1.0; HF's dynamic NTK with factor 1 is the same formula.
+        rope_scaling = {"type": "dynamic", "rope_type": "dynamic", "factor": float(args.rope_scaling_factor)}
+    common = {
+        "vocab_size": args.vocab_size,
+        "hidden_size": args.hidden_size,
+        "intermediate_size": args.mlp_hidden_size,
+        "num_hidden_layers": args.num_layers,
+        "num_attention_heads": args.num_heads,
+        "num_key_value_heads": args.num_kv_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": args.max_position_embeddings,
+        "rms_norm_eps": args.norm_eps,
+        "rope_theta": args.rope_base,
+        "rope_scaling": rope_scaling,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": False,
+        "use_cache": True,
+        "pretraining_tp": 1,
+        "torch_dtype": TORCH_DTYPES[dtype],
+        **ids,
+    }
+    if family == "INTERNLM2":
+        return {
+            "architectures": ["InternLM2ForCausalLM"],
+            "auto_map": dict(INTERNLM2_AUTO_MAP),
+            "model_type": "internlm2",
+            "attn_implementation": "eager",
+            "bias": bool(args.qkv_bias),
+            **common,
+        }
+    if args.qkv_bias != args.out_bias:
+        raise CheckpointError(
+            "HF's LlamaForCausalLM has one attention_bias switch for q/k/v and o; this "
+            "model has biases on only some of them, so it cannot be exported."
+        )
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "attention_bias": bool(args.qkv_bias),
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "head_dim": args.head_dim,
+        **common,
+    }
+
+
+def read_hf_config(folder: str) -> dict:
+    """The parsed config.json of an HF model folder; CheckpointError naming the file when unusable."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isdir(folder):
+        raise CheckpointError(
+            f"{folder} is not a folder. Point the path at a Hugging Face model folder "
+            "(the one holding config.json and *.safetensors)."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path} does not exist: {folder} is not a Hugging Face model folder. Point the "
+            "path at the folder holding config.json and the *.safetensors files."
+        ) from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} cannot be read as JSON ({err}). Restore the file from the model's original download."
+        ) from err
+
+
+def hf_family(config: dict, source: str) -> str:
+    """Which of our families an HF config.json describes: "INTERNLM2" or "LLAMA" (INTERNLM / LLAMA2)."""
+    archs = config.get("architectures") or []
+    kind = config.get("model_type")
+    if "InternLM2ForCausalLM" in archs or kind == "internlm2":
+        return "INTERNLM2"
+    if "LlamaForCausalLM" in archs or kind == "llama":
+        return "LLAMA"
+    raise CheckpointError(
+        f"{source}/config.json describes {', '.join(archs) or kind or 'an unknown model'}, which this "
+        "converter does not read: it reads LlamaForCausalLM (InternLM1 with attention_bias=true, LLaMA2) "
+        "and InternLM2ForCausalLM. Use a checkpoint of one of those architectures."
+    )
+
+
+def rope_settings(config: dict) -> tuple[float, dict | None]:
+    """(rope_theta, rope scaling dict or None) from either transformers 4 or 5 key names."""
+    params = config.get("rope_parameters") or {}
+    theta = config.get("rope_theta", params.get("rope_theta", 10000.0))
+    scaling = config.get("rope_scaling")
+    if scaling is None and params.get("rope_type", "default") != "default":
+        scaling = params
+    return float(theta), scaling
+
+
+def _mlp_ratio(hidden: int, intermediate: int) -> tuple[float, int]:
+    """(mlp_ratio, multiple_of) for which InternEvo's rounding gives exactly `intermediate`."""
+    from internevo_jax.model import round_mlp_hidden_size
+
+    ratio = intermediate / hidden
+    for multiple in (256, 128, 64, 32, 16, 8, 1):
+        if round_mlp_hidden_size(hidden, ratio, multiple) == intermediate:
+            return ratio, multiple
+    return (intermediate + 0.5) / hidden, 1  # int() of this lands on `intermediate` exactly
+
+
+def model_settings(config: dict, source: str, model_type: str | None = None) -> tuple[str, dict, list[str]]:
+    """(model_type, `model` dict of our config keys, warnings) that reproduce an HF config.json."""
+    family = hf_family(config, source)
+    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    problems, warnings = [], []
+    if config.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act={config['hidden_act']!r} (only SwiGLU with silu is implemented)")
+    if config.get("mlp_bias"):
+        problems.append("mlp_bias=true (the MLP has no biases here)")
+    if int(config.get("head_dim") or hidden // heads) * heads != hidden:
+        problems.append(f"head_dim={config.get('head_dim')} is not hidden_size / num_attention_heads")
+    if config.get("tie_word_embeddings"):
+        problems.append("tie_word_embeddings=true (the output head is untied here)")
+    theta, scaling = rope_settings(config)
+    dynamic = False
+    if scaling:
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind != "dynamic":
+            problems.append(f"rope scaling {kind!r} (only dynamic NTK is implemented)")
+        dynamic = True
+        if float(scaling.get("factor", 1.0)) != 1.0:
+            warnings.append(
+                f"{source}/config.json asks for dynamic NTK RoPE with factor {scaling.get('factor')}; InternEvo's "
+                "dynamic NTK (and this trainer's) uses factor 1.0. The two agree up to max_position_embeddings "
+                f"({config.get('max_position_embeddings')}) and differ beyond it."
+            )
+    if problems:
+        raise CheckpointError(
+            f"{source}/config.json uses {'; '.join(problems)}, which this converter cannot "
+            "represent. Use a checkpoint without these features."
+        )
+    if family == "INTERNLM2":
+        chosen, bias = "INTERNLM2", bool(config.get("bias", False))
+    else:
+        bias = bool(config.get("attention_bias", False))
+        chosen = "INTERNLM" if bias else "LLAMA2"
+    if model_type:
+        from internevo_jax.model import model_family
+
+        wanted = model_family(model_type)
+        if (wanted == "INTERNLM2") != (family == "INTERNLM2"):
+            raise CheckpointError(
+                f"{source} holds a {HF_ARCHITECTURES['INTERNLM2'] if family == 'INTERNLM2' else 'LlamaForCausalLM'} "
+                f"model, which cannot be read as model_type {model_type!r}. Use "
+                f"{'INTERNLM2' if family == 'INTERNLM2' else 'LLAMA2 or INTERNLM'} (or leave --model_type out)."
+            )
+        chosen = model_type
+    ratio, multiple = _mlp_ratio(hidden, int(config["intermediate_size"]))
+    model = dict(
+        num_layers=int(config["num_hidden_layers"]),
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_kv_attention_heads=int(config.get("num_key_value_heads") or heads),
+        vocab_size=int(config["vocab_size"]),
+        mlp_ratio=ratio,
+        multiple_of=multiple,
+        no_bias=not bias,
+        norm_type="rmsnorm",
+        layer_norm_epsilon=float(config.get("rms_norm_eps", 1e-6)),
+        rope_base=theta,
+        use_dynamic_ntk_rope=dynamic,
+        max_position_embeddings=int(config.get("max_position_embeddings", 2048)),
+        apply_post_layer_norm=False,
+    )
+    return chosen, model, warnings

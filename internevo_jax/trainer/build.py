@@ -1,0 +1,78 @@
+"""Building a run from its config: the model (with its attention backend checked) and the Trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from internevo_jax.config import Config, ConfigError, parallel_sizes
+from internevo_jax.data import type_names
+from internevo_jax.model import attention_backend_name, build_model
+from internevo_jax.monitor import logger
+from internevo_jax.optim import DynamicLossScaler, build_optimizer
+from internevo_jax.parallel import build_mesh, logical_axis_rules
+from internevo_jax.trainer.state import init_params, init_train_state
+from internevo_jax.trainer.step import LossFn
+from internevo_jax.trainer.trainer import Trainer
+
+
+def create_model(cfg: Config) -> nn.Module:
+    """The Flax module for cfg.model_type; an unknown type or an attention backend that cannot run
+    here is a ConfigError naming the config file."""
+    try:
+        backend = attention_backend_name(cfg, seq_len=cfg.data.packed_length)
+        model = build_model(cfg)
+    except ValueError as err:
+        raise ConfigError(f"{cfg.source_path or '<config>'}: {err}") from err
+    logger.info(
+        "model %s, attention backend %s, compute dtype %s",
+        cfg.model_type,
+        backend,
+        np.dtype(cfg.model.compute_dtype).name,
+    )
+    return model
+
+
+def build_trainer(
+    cfg: Config,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    loss_fn: LossFn | None = None,
+    grad_hook: Callable | None = None,
+) -> Trainer:
+    """Mesh, model, optimizer and a freshly initialised sharded train state, wrapped in a Trainer."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = parallel_sizes(cfg, len(devices))
+    mesh = build_mesh(sizes, devices)
+    rules = logical_axis_rules(cfg)
+    logger.info(
+        "mesh %s on %d %s device(s), %d process(es)",
+        dict(mesh.shape),
+        len(devices),
+        devices[0].platform,
+        jax.process_count(),
+    )
+    model = create_model(cfg)
+    tx, lr_schedule, beta2_schedule = build_optimizer(cfg)
+    scaler = DynamicLossScaler.from_config(cfg)
+    params, param_shardings = init_params(model, mesh, rules, jax.random.key(cfg.seed), cfg.data.seq_len)
+    state, shardings = init_train_state(params, param_shardings, tx, scaler, mesh)
+    return Trainer(
+        cfg,
+        model=model,
+        mesh=mesh,
+        rules=rules,
+        sizes=sizes,
+        tx=tx,
+        scaler=scaler,
+        state=state,
+        shardings=shardings,
+        lr_schedule=lr_schedule,
+        beta2_schedule=beta2_schedule,
+        loss_fn=loss_fn,
+        grad_hook=grad_hook,
+        type_names=tuple(type_names(cfg)),
+    )

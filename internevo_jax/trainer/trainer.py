@@ -1,0 +1,108 @@
+"""`Trainer`: one compiled update per `step(batch)`, holding the train state and the run counters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import flax.linen as nn
+import jax
+import optax
+from jax.sharding import Mesh
+
+from internevo_jax.config import Config, ParallelSizes
+from internevo_jax.optim import Beta2Schedule, DynamicLossScaler, LrSchedule
+from internevo_jax.parallel import put_batch
+from internevo_jax.trainer.evaluate import evaluate_sets, make_eval_step
+from internevo_jax.trainer.state import TrainContext, TrainState
+from internevo_jax.trainer.step import LossFn, make_train_step
+
+
+class Trainer:
+    """Runs training steps on a mesh.
+
+    `step(batch)` takes a host batch (int32 numpy arrays [micro_num, local_rows, packed_length] as
+    the loaders produce), runs micro_num micro-batches with gradient accumulation, loss scaling and
+    skip-on-overflow in one compiled call, updates the host counters and returns the step's metrics
+    as Python numbers. `evaluate(valid_sets)` runs validation. `state` and `context` are plain
+    attributes: save them, replace them, inspect them.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        model: nn.Module,
+        mesh: Mesh,
+        rules,
+        sizes: ParallelSizes,
+        tx: optax.GradientTransformation,
+        scaler: DynamicLossScaler,
+        state: TrainState,
+        shardings: TrainState,
+        lr_schedule: LrSchedule | None = None,
+        beta2_schedule: Beta2Schedule | None = None,
+        loss_fn: LossFn | None = None,
+        grad_hook: Callable | None = None,
+        type_names: tuple[str, ...] = (),
+    ):
+        self.cfg, self.model, self.mesh, self.rules, self.sizes = cfg, model, mesh, rules, sizes
+        self.tx, self.scaler = tx, scaler
+        self.lr_schedule, self.beta2_schedule = lr_schedule, beta2_schedule
+        self.state, self.shardings = state, shardings
+        self.context = TrainContext()
+        self._step_fn = make_train_step(
+            model,
+            tx,
+            scaler,
+            mesh,
+            rules,
+            shardings,
+            loss_fn=loss_fn,
+            label_smoothing=cfg.loss.label_smoothing,
+            matmul_precision=cfg.model.matmul_precision,
+            grad_hook=grad_hook,
+            type_names=tuple(type_names),
+        )
+        self._eval_fn = None
+
+    def global_batch_tokens(self, batch: Mapping) -> int:
+        """Tokens in the global batch of which `batch` is this process's share."""
+        micro_num, _, packed_length = batch["input_ids"].shape
+        return micro_num * packed_length * self.sizes.dp
+
+    def step(self, batch: Mapping, *, step_index: int | None = None) -> dict:
+        """Train on one batch; returns loss, grad_norm, lr, adam_beta2, loss_scale, overflow, acc,
+        perplexity, step_time (seconds) and micro_num."""
+        index = self.context.step if step_index is None else step_index
+        t0 = time.perf_counter()
+        self.state, metrics = self._step_fn(
+            self.state, put_batch(dict(batch), self.mesh, self.sizes.dp), index
+        )
+        metrics = jax.device_get(metrics)
+        step_time = time.perf_counter() - t0
+        out = {k: (bool(v) if k == "overflow" else float(v)) for k, v in metrics.items()}
+        out["step_time"] = step_time
+        out["micro_num"] = int(batch["input_ids"].shape[0])
+        self.context.step = index + 1
+        # InternEvo counts every loaded batch, skipped-for-overflow ones included
+        self.context.num_consumed_tokens += self.global_batch_tokens(batch)
+        if out["overflow"]:
+            self.context.inf_nan_skip_batches += 1
+        return out
+
+    def skip(self, *, step_index: int | None = None) -> None:
+        """Move past a batch that is loaded but not trained on (data.skip_batches)."""
+        self.context.step = (self.context.step if step_index is None else step_index) + 1
+
+    def evaluate(self, valid_sets: Mapping) -> dict[str, float]:
+        """val/<name>_loss, _acc and _plex for each validation set (token-weighted)."""
+        if self._eval_fn is None:
+            self._eval_fn = make_eval_step(
+                self.model,
+                self.mesh,
+                self.rules,
+                self.shardings.params,
+                matmul_precision=self.cfg.model.matmul_precision,
+            )
+        return evaluate_sets(self._eval_fn, self.state.params, valid_sets, self.mesh, self.sizes.dp)

@@ -1,0 +1,5 @@
+"""HF conversion tests compare fp32 logits with torch: full-precision matmuls on the JAX side."""
+
+import jax
+
+jax.config.update("jax_default_matmul_precision", "highest")

@@ -1,0 +1,83 @@
+"""A tiny InternLM, fixed batches and a 3-step run on a chosen mesh, shared by the parallel tests."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from internevo_jax.config import config_from_dict, parallel_sizes
+from internevo_jax.model import build_model
+from internevo_jax.optim import DynamicLossScaler, build_optimizer
+from internevo_jax.parallel import build_mesh, logical_axis_rules, put_batch
+from internevo_jax.trainer import create_train_state, make_train_step
+
+VOCAB = 128
+SEQ = 16
+ROWS = 8
+MICRO_NUM = 2
+
+
+def tiny_config(parallel: dict | None = None, **model):
+    """A 2-layer fp32 InternLM whose every dimension splits over 2, 4 or 8 devices."""
+    model_dict = dict(
+        num_attention_heads=4,
+        num_kv_attention_heads=4,
+        hidden_size=32,
+        num_layers=2,
+        vocab_size=VOCAB,
+        mlp_ratio=2.0,
+        multiple_of=32,
+        dtype="torch.float32",
+        use_flash_attn=False,
+    )
+    model_dict.update(model)
+    return config_from_dict(
+        {
+            "model": model_dict,
+            "data": dict(seq_len=SEQ, micro_num=MICRO_NUM, micro_bsz=1, total_steps=10),
+            "parallel": parallel or dict(zero1=1),
+            "adam": dict(lr=1e-2),
+            "hybrid_zero_optimizer": dict(clip_grad_norm=1.0),
+        },
+        log=lambda *_: None,
+    )
+
+
+def fixed_batches(n_steps: int = 3, seed: int = 5) -> list[dict]:
+    """[micro_num, ROWS, SEQ] int32 batches of two packed segments per row."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_steps):
+        shape = (MICRO_NUM, ROWS, SEQ)
+        ids = rng.integers(0, VOCAB, size=shape)
+        cut = rng.integers(3, SEQ - 3, size=shape[:2])[..., None]
+        t = np.arange(SEQ)
+        first = t < cut
+        labels = np.where(t == SEQ - 1, -100, np.roll(ids, -1, axis=-1))
+        labels = np.where(t == cut - 1, -100, labels)
+        out.append(
+            {
+                "input_ids": ids.astype(np.int32),
+                "labels": labels.astype(np.int32),
+                "positions": np.where(first, t, t - cut).astype(np.int32),
+                "segment_ids": np.where(first, 1, 2).astype(np.int32),
+            }
+        )
+    return out
+
+
+def run_steps(cfg, devices, batches):
+    """Train `batches` on a mesh over `devices`; returns (losses, final state, state shardings, mesh)."""
+    sizes = parallel_sizes(cfg, len(devices))
+    mesh = build_mesh(sizes, devices)
+    rules = logical_axis_rules(cfg)
+    model = build_model(cfg)
+    tx, _, _ = build_optimizer(cfg)
+    scaler = DynamicLossScaler.from_config(cfg)
+    state, shardings = create_train_state(model, tx, scaler, mesh, rules, jax.random.key(3), cfg.data.seq_len)
+    step = make_train_step(model, tx, scaler, mesh, rules, shardings)
+    losses = []
+    for i, batch in enumerate(batches):
+        state, metrics = step(state, put_batch(batch, mesh, batch["input_ids"].shape[1]), i)
+        losses.append(float(metrics["loss"]))
+    return losses, state, shardings, mesh
