@@ -26,12 +26,15 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
 
+# Side-by-side train-step throughput; see benchmarks/RESULTS.md for recorded numbers.
 bench: install
-	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_train_step.py --config configs/demo.py --set data.train_folder=None \
+		--set data.valid_every=0 --variant model.scan_layers=False --variant model.scan_layers=True \
+		--steps 10
 
 lint: install
-	$(PY) -m ruff check internevo_jax tools tests benchmarks
-	$(PY) -m ruff format --check internevo_jax tools tests benchmarks
+	$(PY) -m ruff check internevo_jax tools tests benchmarks examples
+	$(PY) -m ruff format --check internevo_jax tools tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache

@@ -97,18 +97,15 @@ def generate(
 
 def load_model_params(cfg: Any, path: str) -> tuple[Any, dict]:
     """(model, params) for `cfg` from a trainer checkpoint or an HF folder at `path`."""
-    import flax.linen as nn
-
     from internevo_jax.checkpoint.errors import CheckpointError
     from internevo_jax.checkpoint.hf import load_hf_params
     from internevo_jax.checkpoint.hf_export import check_params_fit
     from internevo_jax.checkpoint.hf_io import load_params
     from internevo_jax.checkpoint.hf_layout import restack, unrolled_leaves
-    from internevo_jax.model import build_model
+    from internevo_jax.model import abstract_params, build_model
 
     model = build_model(cfg)
-    ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
-    abstract = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), ids, ids, ids)["params"])
+    abstract = abstract_params(model)
     if os.path.exists(os.path.join(path, "config.json")):
         params = load_hf_params(path, cfg, abstract)
     else:

@@ -89,6 +89,26 @@ def get_default_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for every process to join (default 300)",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compile the train step without running it and print the memory one device needs "
+        "(docs/parallel.md)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --dry-run: plan for N devices, using N CPU stand-ins (default: the devices present)",
+    )
+    parser.add_argument(
+        "--device-memory",
+        type=str,
+        default=None,
+        metavar="SIZE",
+        help="with --dry-run: memory of one device, e.g. 80GB or 16GiB; the plan says whether it fits",
+    )
     return parser
 
 

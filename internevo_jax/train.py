@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, start the distributed runtime, build the run and train. Returns the exit code."""
     args = get_default_parser().parse_args(argv)
     try:
+        if args.dry_run:  # compile only, print the memory plan (docs/parallel.md)
+            from internevo_jax.trainer.memory_plan import dry_run
+
+            return dry_run(
+                args.config, overrides=args.overrides, devices=args.devices, device_memory=args.device_memory
+            )
         cfg = launch_from_config(
             args.config,
             launcher=args.launcher,

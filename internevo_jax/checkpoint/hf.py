@@ -15,9 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import jax
-import numpy as np
-
 from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.checkpoint.hf_config import model_settings
 from internevo_jax.checkpoint.hf_export import export_hf
@@ -57,10 +54,8 @@ def import_hf(path: str, model_type: str | None = None, *, dtype: str = "torch.b
     `model_type` picks INTERNLM vs LLAMA2 for LLaMA-architecture folders (default: INTERNLM when
     the attention has biases, else LLAMA2); `dtype` is the compute dtype written into the config.
     """
-    import flax.linen as nn
-
     from internevo_jax.config import config_from_dict
-    from internevo_jax.model import build_model
+    from internevo_jax.model import abstract_params, build_model
 
     config = read_hf_folder(path)
     chosen, model, warnings = model_settings(config, path, model_type)
@@ -70,8 +65,7 @@ def import_hf(path: str, model_type: str | None = None, *, dtype: str = "torch.b
         {"model_type": chosen, "model": dict(model, dtype=dtype)}, f"{path}/config.json", log=lambda *a: None
     )
     built = build_model(cfg)
-    ids = jax.ShapeDtypeStruct((1, 8), np.int32)
-    abstract = nn.meta.unbox(jax.eval_shape(built.init, jax.random.PRNGKey(0), ids, ids, ids)["params"])
+    abstract = abstract_params(built)
     check_architecture(config, built.family, path)
     arrays = read_params(path, built.family, unrolled_leaves(abstract))
     return restack(arrays, abstract), cfg

@@ -9,7 +9,6 @@ import os
 import shutil
 from typing import Any
 
-import jax
 import numpy as np
 
 from internevo_jax.checkpoint.errors import CheckpointError
@@ -23,12 +22,10 @@ logger = logging.getLogger("internevo_jax")
 EXPORT_DTYPES = ("bf16", "fp32", "fp16")
 
 
-def numpy_dtype(name: str):
+def numpy_dtype(name: str) -> np.dtype:
     import ml_dtypes
 
-    return {"bf16": np.dtype(ml_dtypes.bfloat16), "fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}[
-        name
-    ]
+    return np.dtype({"bf16": ml_dtypes.bfloat16, "fp32": np.float32, "fp16": np.float16}[name])
 
 
 def unrolled_shapes(tree: dict) -> dict[str, tuple]:
@@ -38,13 +35,10 @@ def unrolled_shapes(tree: dict) -> dict[str, tuple]:
 
 def check_params_fit(params: dict, model, source: str) -> None:
     """CheckpointError when `params` are not the parameters of `model` (config and weights disagree)."""
-    import flax.linen as nn
-
     from internevo_jax.checkpoint.content import first_mismatch
+    from internevo_jax.model import abstract_params
 
-    ids = jax.ShapeDtypeStruct((1, 8), np.int32)
-    expected = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), ids, ids, ids)["params"])
-    problem = first_mismatch(unrolled_shapes(params), unrolled_shapes(expected))
+    problem = first_mismatch(unrolled_shapes(params), unrolled_shapes(abstract_params(model)))
     if problem:
         raise CheckpointError(
             f"The weights in {source} do not fit the model their config describes: {problem}. "

@@ -4,8 +4,8 @@
         model/ optimizer/             the TrainState, sharded (orbax StandardSave, OCDBT)
         context/ sampler/ config/     JSON items
         COMMITTED                     the commit marker, written last
-    <folder>/snapshot/0/<step>/       snapshot slot 0 (same contents)
-    <folder>/snapshot/1/<step>/       snapshot slot 1
+    <folder>/snapshot/0/<step>/       snapshot slot 0 (same contents; ckpt.snapshot_ckpt_folder
+    <folder>/snapshot/1/<step>/       snapshot slot 1  moves both slots elsewhere)
 
 A checkpoint is complete exactly when its COMMITTED marker exists. Anything else that looks like a
 step folder (no marker, or orbax's `<step>.orbax-checkpoint-tmp-*`) is a half-written save.
@@ -62,13 +62,17 @@ class Scan:
         return sorted((r for r in self.complete if r.slot == slot), key=lambda r: r.step)
 
 
-def slot_location(root: Location, slot: str) -> Location:
-    return root.join(*slot.split("/")) if slot else root
+def slot_location(root: Location, slot: str, snapshot_root: Location | None = None) -> Location:
+    """The folder of `slot`: the root itself, or <snapshot_root or root/snapshot>/<0|1>."""
+    if not slot:
+        return root
+    if snapshot_root is not None:
+        return snapshot_root.join(slot.rsplit("/", 1)[-1])
+    return root.join(*slot.split("/"))
 
 
-def scan_slot(files, root: Location, slot: str) -> Scan:
-    """Complete and half-written checkpoints directly under one slot folder."""
-    base = slot_location(root, slot)
+def scan_folder(files, base: Location, slot: str) -> Scan:
+    """Complete and half-written checkpoints directly under `base`, the folder of `slot`."""
     complete, incomplete = [], []
     for name in files.list_children(base):
         step_match, partial = _STEP.match(name), _PARTIAL.match(name)
@@ -84,11 +88,16 @@ def scan_slot(files, root: Location, slot: str) -> Scan:
     return Scan(complete, incomplete)
 
 
-def scan(files, root: Location) -> Scan:
-    """Scan the regular folder and both snapshot slots."""
+def scan_slot(files, root: Location, slot: str, snapshot_root: Location | None = None) -> Scan:
+    """Complete and half-written checkpoints of one slot."""
+    return scan_folder(files, slot_location(root, slot, snapshot_root), slot)
+
+
+def scan(files, root: Location, snapshot_root: Location | None = None) -> Scan:
+    """Scan the regular folder and both snapshot slots (under root/snapshot unless `snapshot_root`)."""
     result = Scan([], [])
     for slot in (REGULAR, *SNAPSHOT_SLOTS):
-        part = scan_slot(files, root, slot)
+        part = scan_slot(files, root, slot, snapshot_root)
         result.complete += part.complete
         result.incomplete += part.incomplete
     result.complete.sort(key=lambda r: (r.step, r.slot))

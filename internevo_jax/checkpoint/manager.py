@@ -39,7 +39,7 @@ from internevo_jax.checkpoint.layout import (
     looks_like_checkpoint,
     marker_text,
     scan,
-    scan_slot,
+    scan_folder,
     slot_location,
 )
 from internevo_jax.checkpoint.restore import read_checkpoint
@@ -81,6 +81,7 @@ class CheckpointManager:
             parse_location(ck.save_ckpt_folder, key="ckpt.save_ckpt_folder") if ck.save_ckpt_folder else None
         )
         self.files = files_for(self.root) if self.root is not None else None
+        self.snapshot_root = self._snapshot_folder(ck.snapshot_ckpt_folder)
         self._config_json = json.loads(json.dumps(cfg.to_dict(), default=str))
         self._orbax: dict[str, ocp.CheckpointManager] = {}
         self._job: threading.Thread | None = None
@@ -97,6 +98,30 @@ class CheckpointManager:
             self._check_destination()
 
     # -- set-up -------------------------------------------------------------------------------
+    def _snapshot_folder(self, text: str | None) -> Location | None:
+        """InternEvo's snapshot_ckpt_folder (default <save_ckpt_folder>/snapshot), on the same backend."""
+        if self.root is None or not text:
+            return None
+        location = parse_location(text, key="ckpt.snapshot_ckpt_folder")
+        if type(location) is not type(self.root) or (
+            isinstance(location, S3Location) and location.settings.endpoint != self.root.settings.endpoint
+        ):
+            raise CheckpointError(
+                f"ckpt.snapshot_ckpt_folder ({location}) must be on the same storage as ckpt.save_ckpt_folder "
+                f"({self.root}); put both on the same file system or S3 endpoint, or drop snapshot_ckpt_folder "
+                f"to use <save_ckpt_folder>/snapshot."
+            )
+        return location
+
+    def _slot_loc(self, slot: str) -> Location:
+        return slot_location(self.root, slot, self.snapshot_root)
+
+    def _orbax_dir(self, slot: str) -> str:
+        """The local folder orbax writes the slot's checkpoints to: the slot itself, or its staging folder."""
+        if isinstance(self.root, LocalLocation):
+            return self._slot_loc(slot).path
+        return os.path.join(self._stage_root, *slot.split("/")) if slot else self._stage_root
+
     def _staging_folder(self) -> str:
         """Where orbax writes: the folder itself when local; a staging folder for S3.
 
@@ -130,7 +155,13 @@ class CheckpointManager:
 
     def _check_shared_staging(self) -> None:
         """Multi-host S3 saving needs a staging folder all hosts share (orbax writes one folder)."""
-        os.makedirs(self._stage_root, exist_ok=True)
+        try:
+            os.makedirs(self._stage_root, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(
+                f"Cannot create the staging folder {self._stage_root} for checkpoints bound for {self.root}: "
+                f"{first_line(err)}. Set ckpt.async_upload_tmp_folder to a writable local folder."
+            ) from err
         import jax
 
         if jax.process_count() == 1:
@@ -163,8 +194,7 @@ class CheckpointManager:
                 enable_async_checkpointing=True,
                 async_options=ocp.AsyncOptions(timeout_secs=ASYNC_TIMEOUT_S),
             )
-            path = os.path.join(self._stage_root, *slot.split("/")) if slot else self._stage_root
-            self._orbax[slot] = ocp.CheckpointManager(path, options=options)
+            self._orbax[slot] = ocp.CheckpointManager(self._orbax_dir(slot), options=options)
         return self._orbax[slot]
 
     # -- listing --------------------------------------------------------------------------------
@@ -172,7 +202,7 @@ class CheckpointManager:
         """Complete and half-written checkpoints in the save folder."""
         if self.root is None:
             return Scan([], [])
-        return scan(self.files, self.root)
+        return scan(self.files, self.root, self.snapshot_root)
 
     def latest(self) -> CheckpointRef | None:
         """The newest complete checkpoint in the save folder."""
@@ -224,7 +254,7 @@ class CheckpointManager:
         if self._slot_steps is None:
             self._slot_steps = {}
             for slot in SNAPSHOT_SLOTS:
-                refs = scan_slot(self.files, self.root, slot).complete
+                refs = scan_folder(self.files, self._slot_loc(slot), slot).complete
                 self._slot_steps[slot] = refs[-1].step if refs else -1
         return min(SNAPSHOT_SLOTS, key=lambda s: (self._slot_steps[s], s))
 
@@ -255,7 +285,7 @@ class CheckpointManager:
         self._saved_steps.add(step)
         if slot and self._slot_steps is not None:
             self._slot_steps[slot] = step
-        where = slot_location(self.root, slot).join(step)
+        where = self._slot_loc(slot).join(step)
         logger.info(
             "saving %s of step %d to %s (%s; %.2fs blocking)",
             "checkpoint" if not slot else slot,
@@ -276,7 +306,7 @@ class CheckpointManager:
 
     def _clear_step(self, slot: str, step: int, mngr: ocp.CheckpointManager) -> None:
         """Remove what an earlier run left at this step (a half-written save, or an old checkpoint)."""
-        dest = slot_location(self.root, slot).join(step)
+        dest = self._slot_loc(slot).join(step)
         staged = os.path.join(mngr.directory, str(step))
         stale_dest = bool(self.files.list_files(dest)) if isinstance(self.root, S3Location) else False
         if not (stale_dest or os.path.exists(staged) or step in mngr.all_steps()):
@@ -305,7 +335,7 @@ class CheckpointManager:
         if hasattr(mngr, "check_for_errors"):
             mngr.check_for_errors()
         staged = os.path.join(mngr.directory, str(step))
-        dest = slot_location(self.root, slot).join(step)
+        dest = self._slot_loc(slot).join(step)
         if isinstance(self.root, S3Location):
             me = _process_index()
             count = self.files.upload_tree(staged, dest, select=lambda rel: _file_owner(rel) == me)
@@ -323,7 +353,7 @@ class CheckpointManager:
             self._delete_staged(mngr, step)
 
     def _prune(self, slot: str, mngr, keep: int) -> None:
-        refs = scan_slot(self.files, self.root, slot).complete
+        refs = scan_folder(self.files, self._slot_loc(slot), slot).complete
         old = refs[:-keep] if len(refs) > keep else []
         if not old:
             return
@@ -343,7 +373,7 @@ class CheckpointManager:
     def _save_failed(self, err: BaseException, slot: str, step: int) -> CheckpointError:
         if isinstance(err, CheckpointError):
             return err
-        where = slot_location(self.root, slot).join(step)
+        where = self._slot_loc(slot).join(step)
         try:
             previous = self.latest()
         except Exception:  # the storage itself may be what failed
@@ -370,7 +400,7 @@ class CheckpointManager:
     def _remove_partial(self, slot: str, step: int) -> None:
         if not distributed.is_primary():
             return
-        base = os.path.join(self._stage_root, *slot.split("/")) if slot else self._stage_root
+        base = self._orbax_dir(slot)
         try:
             for name in os.listdir(base):
                 if name == str(step) or name.startswith(f"{step}.orbax-checkpoint-tmp"):
@@ -468,7 +498,7 @@ class CheckpointManager:
         if step < 0:
             return None
         slot = slots[slot_index]
-        return CheckpointRef(step, slot, slot_location(self.root, slot).join(step))
+        return CheckpointRef(step, slot, self._slot_loc(slot).join(step))
 
     def _resolve_load_path(self, location: Location) -> Location:
         files = files_for(location)

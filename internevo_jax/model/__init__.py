@@ -24,7 +24,7 @@ from internevo_jax.model.causal_lm import CausalLM
 from internevo_jax.model.internlm import InternLM
 from internevo_jax.model.internlm2 import InternLM2
 from internevo_jax.model.llama2 import Llama2
-from internevo_jax.model.params import stack_layers, unstack_layers
+from internevo_jax.model.params import abstract_params, stack_layers, unstack_layers
 from internevo_jax.model.registry import (
     MODEL_REGISTRY,
     build_model,
@@ -48,6 +48,7 @@ __all__ = [
     "InternLM2",
     "Llama2",
     "ModelArgs",
+    "abstract_params",
     "attention_backend_name",
     "backend_names",
     "build_model",

@@ -28,6 +28,12 @@ def _params_root(tree: dict) -> tuple[dict, bool]:
     return tree, False
 
 
+def abstract_params(model: nn.Module) -> dict:
+    """The bare params tree of `model` as ShapeDtypeStructs (no boxes), without running init."""
+    ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+    return nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), ids, ids, ids)["params"])
+
+
 def stack_layers(tree: dict) -> dict:
     """layers_0 .. layers_{L-1} -> "layers" with a leading [L] axis on every leaf."""
     params, wrapped = _params_root(dict(tree))

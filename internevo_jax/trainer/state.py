@@ -82,6 +82,25 @@ def init_params(model: nn.Module, mesh: Mesh, rules, rng: jax.Array, seq_len: in
     return params, shardings
 
 
+def train_state_shardings(
+    params, shardings: dict, tx: optax.GradientTransformation, scaler: DynamicLossScaler, mesh: Mesh
+) -> TrainState:
+    """Shardings of the whole train state: moments follow their parameter, scalars replicated.
+
+    `params` may be real arrays or ShapeDtypeStructs (only shapes are read).
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    abstract_opt = jax.eval_shape(tx.init, params)
+    opt_shardings = optax.tree_map_params(
+        tx, lambda _, sharding: sharding, abstract_opt, shardings, transform_non_params=lambda _: replicated
+    )
+    return TrainState(
+        params=shardings,
+        opt_state=opt_shardings,
+        loss_scale=jax.tree.map(lambda _: replicated, scaler.init()),
+    )
+
+
 def init_train_state(
     params: dict, shardings: dict, tx: optax.GradientTransformation, scaler: DynamicLossScaler, mesh: Mesh
 ) -> tuple[TrainState, TrainState]:
@@ -89,16 +108,7 @@ def init_train_state(
 
     Returns (state, state_shardings). `params` is taken over (donated), not copied.
     """
-    replicated = NamedSharding(mesh, PartitionSpec())
-    abstract_opt = jax.eval_shape(tx.init, params)
-    opt_shardings = optax.tree_map_params(
-        tx, lambda _, sharding: sharding, abstract_opt, shardings, transform_non_params=lambda _: replicated
-    )
-    state_shardings = TrainState(
-        params=shardings,
-        opt_state=opt_shardings,
-        loss_scale=jax.tree.map(lambda _: replicated, scaler.init()),
-    )
+    state_shardings = train_state_shardings(params, shardings, tx, scaler, mesh)
     build = jax.jit(
         lambda p: TrainState(params=p, opt_state=tx.init(p), loss_scale=scaler.init()),
         in_shardings=(shardings,),
@@ -106,6 +116,24 @@ def init_train_state(
         donate_argnums=(0,),
     )
     return build(params), state_shardings
+
+
+def abstract_train_state(model, tx, scaler, mesh, rules, seq_len) -> tuple[TrainState, TrainState]:
+    """The train state as ShapeDtypeStructs carrying their shardings: nothing is allocated.
+
+    For ahead-of-time lowering (the memory plan); returns (abstract state, state shardings).
+    """
+    check_model_layout(model, mesh, rules, seq_len)
+    shardings = param_shardings(model, mesh, rules, seq_len)
+    params = nn.unbox(jax.eval_shape(_init_fn(model, seq_len), jax.random.key(0)))
+    state_shardings = train_state_shardings(params, shardings, tx, scaler, mesh)
+    shapes = jax.eval_shape(
+        lambda p: TrainState(params=p, opt_state=tx.init(p), loss_scale=scaler.init()), params
+    )
+    state = jax.tree.map(
+        lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes, state_shardings
+    )
+    return state, state_shardings
 
 
 def create_train_state(model, tx, scaler, mesh, rules, rng, seq_len):

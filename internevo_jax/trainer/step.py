@@ -16,6 +16,7 @@ from internevo_jax.config import ConfigError
 from internevo_jax.model.args import ModelArgs
 from internevo_jax.model.causal_lm import CausalLM, decoder_stack
 from internevo_jax.model.layers import ACT_EMBED, ACT_VOCAB, Embedding, Head, make_norm, scale_grad
+from internevo_jax.monitor import logger
 from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of
 from internevo_jax.parallel import batch_sharding
 from internevo_jax.parallel.pipeline import PipelineSchedule, run_pipeline
@@ -108,7 +109,7 @@ def make_pipeline_grads_fn(
     weights are split into stages from them).
     """
     args = getattr(model, "args", None)
-    if not isinstance(model, CausalLM) or not args.scan_layers:
+    if not isinstance(model, CausalLM) or args is None or not args.scan_layers:
         raise ConfigError(
             "pipeline parallelism needs an InternLM-family model with stacked layers: set "
             "model.scan_layers=True.",
@@ -142,6 +143,7 @@ def make_pipeline_grads_fn(
         x = nn.with_logical_constraint(scale_grad(x, args.embed_grad_scale), (None, *ACT_EMBED))
         side = {"positions": batch["positions"], "segment_ids": batch["segment_ids"]}
         schedule = PipelineSchedule(stages, x.shape[0], chunks)
+        logger.info(schedule.describe())  # once per compilation: the bubble this layout pays
         hidden = run_pipeline(
             stage_fn, p["layers"], x, side, schedule, pin_state=pin_state, pin_params=pin_params
         )
@@ -190,6 +192,11 @@ def make_train_step(
     `type_names` (dataset type per type id) adds tokens/<type>, acc/<type> and loss/<type>.
     `grad_hook(grads, step)` may transform the averaged gradients; `step` is the 0-based batch
     index passed to the step (tests use it to inject overflows on chosen steps).
+
+    Layout (docs/parallel.md): `state_shardings.params` is the fp32 master layout (ZeRO-1:
+    sharded over "fsdp"); the model runs on the compute copy (`parallel.zero.compute_copy`) and
+    `rules` place the activations. With a "pipeline" axis > 1 the layers run pipelined, with
+    `rules.pipeline_chunks` chunks per stage.
     """
     master = state_shardings.params
     compute = compute_shardings(master, rules)

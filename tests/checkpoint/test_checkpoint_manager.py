@@ -208,3 +208,26 @@ def test_hf_ckpt_type_goes_through_the_converter(tmp_path):
     assert_trees_equal(restored.params, host_tree(state.params))
     assert_trees_equal(restored.opt_state, fresh.opt_state)
     assert ctx.step == 0
+
+
+def test_snapshot_ckpt_folder_moves_the_slots(tmp_path):
+    cfg = tiny_config(
+        ckpt=dict(
+            save_ckpt_folder=str(tmp_path / "ckpts"),
+            checkpoint_every=10,
+            oss_snapshot_freq=2,
+            snapshot_ckpt_folder=f"local:{tmp_path}/snaps",
+        )
+    )
+    state, _, loader = make_state(cfg, perturb=0.1)
+    _save_steps(cfg, tmp_path, range(1, 6), state, loader)
+    assert sorted(os.listdir(tmp_path / "snaps")) == ["0", "1"]
+    assert os.path.exists(tmp_path / "snaps" / "1" / "4" / MARKER)
+    _, _, ctx, _ = _resume(
+        cfg,
+        tmp_path,
+        save_ckpt_folder=str(tmp_path / "ckpts"),
+        snapshot_ckpt_folder=str(tmp_path / "snaps"),
+        auto_resume=True,
+    )
+    assert ctx.step == 4

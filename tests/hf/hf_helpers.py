@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,11 +33,9 @@ def tiny_cfg(model_type: str, kv_heads: int = 2, **model):
 
 def random_params(cfg, seed: int = 0) -> dict:
     """Random fp32 params with every term of the forward pass mattering (not InternEvo's tiny init)."""
-    from internevo_jax.model import build_model
+    from internevo_jax.model import abstract_params, build_model
 
-    model = build_model(cfg)
-    ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
-    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), ids, ids, ids)["params"])
+    shapes = abstract_params(build_model(cfg))
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf):

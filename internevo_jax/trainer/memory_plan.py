@@ -1,0 +1,295 @@
+"""Ahead-of-time memory plan: compile the train step for N devices without allocating it.
+
+`python -m internevo_jax.train --config=C --dry-run --devices N [--device-memory 80GB]` lowers
+and compiles the real train step for a mesh of N devices from abstract inputs only
+(ShapeDtypeStructs with their shardings: a 7B model is never materialised) and prints what one
+device holds: fp32 master parameters, optimizer state, activations and temporaries, and whether
+that fits. The N devices are CPU stand-ins, so the plan runs on a laptop before a launch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from internevo_jax.config import Config, ConfigError, parallel_sizes
+from internevo_jax.parallel import batch_sharding, build_mesh, logical_axis_rules
+from internevo_jax.parallel.zero import compute_dtypes, compute_shardings
+
+GiB = 1024**3
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+_UNITS["tib"] = 2**40
+# LLVM optimisation only changes generated code, not buffer assignment, and dominates CPU compile time.
+_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+BATCH_KEYS = ("input_ids", "labels", "positions", "segment_ids", "type_ids")
+
+
+def parse_memory(text: str) -> int:
+    """'80GB' -> 80e9 bytes, '80GiB' -> 80 * 2**30, '85899345920' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ConfigError(f"--device-memory={text!r} is not a size like 80GB, 80GiB or 96e9.")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def use_cpu_devices(count: int) -> None:
+    """Make jax start with `count` CPU devices; must run before anything touches a backend."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        if jax.device_count() == count and jax.default_backend() == "cpu":
+            return
+        raise RuntimeError(
+            f"the dry run needs {count} CPU devices, but jax already started with {jax.device_count()} "
+            f"{jax.default_backend()} device(s); run it in a fresh process (python -m internevo_jax.train "
+            "--dry-run ...)"
+        )
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", count)
+
+
+def _shard_bytes(shape_dtype, sharding) -> int:
+    local = sharding.shard_shape(shape_dtype.shape)
+    return int(np.prod(local, dtype=np.int64)) * np.dtype(shape_dtype.dtype).itemsize
+
+
+def _tree_bytes(tree, shardings) -> int:
+    return sum(_shard_bytes(x, s) for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)))
+
+
+@dataclasses.dataclass
+class MemoryPlan:
+    """Per-device bytes of one compiled train step."""
+
+    job: str
+    devices: int
+    mesh: dict
+    params: int  # fp32 master copy (train state), exact
+    optimizer: int  # AdamW moments and counters (train state), exact
+    gradients: int  # the fp32 gradient accumulator
+    gathered: int  # the compute copy of the weights (compute dtype, compute layout)
+    activations: int  # activations and workspace of one micro-batch, in the compute dtype
+    other: int  # loss-scaler state, the batch, outputs that are not donated, program code
+    compiled_temporaries: int  # XLA's temp buffers as compiled for the stand-in devices
+    device_memory: int | None
+    notes: list[str]
+
+    @property
+    def temporaries(self) -> int:
+        return self.gradients + self.gathered + self.activations
+
+    @property
+    def total(self) -> int:
+        return self.params + self.optimizer + self.temporaries + self.other
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.device_memory is None else self.total <= self.device_memory
+
+    def report(self) -> str:
+        g = lambda b: f"{b / GiB:9.2f} GiB"  # noqa: E731
+        mesh = " ".join(f"{k}={v}" for k, v in self.mesh.items())
+        lines = [
+            f"memory plan for {self.job} on {self.devices} devices (mesh {mesh}), per device:",
+            f"  parameters (fp32 master copy)       {g(self.params)}",
+            f"  optimizer state (AdamW moments)     {g(self.optimizer)}",
+            f"  gradients (fp32 accumulator)        {g(self.gradients)}",
+            f"  weights gathered for compute       {g(self.gathered)}",
+            f"  activations and temporaries         {g(self.activations)}",
+            f"  batch, loss scaler, program code    {g(self.other)}",
+            f"  total                               {g(self.total)}",
+        ]
+        if self.device_memory is not None:
+            verdict = "fits" if self.fits else "does NOT fit"
+            margin = self.device_memory - self.total
+            lines.append(
+                f"  device memory                       {g(self.device_memory)}: {verdict} "
+                f"({'headroom' if margin >= 0 else 'short by'} {abs(margin) / GiB:.2f} GiB)"
+            )
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def fused_attention_memory():
+    """Trace attention with the memory profile of a fused (flash / cuDNN) kernel.
+
+    The stand-in devices only run plain XLA attention, whose backward keeps the [heads, T, T]
+    probabilities of every layer: tens of GiB that a fused kernel never stores. Inside this
+    context the XLA backend is rematerialised instead: it keeps q, k, v (as a fused kernel keeps
+    q, k, v, o and the row statistics) and recomputes the scores in the backward pass, so only
+    one layer's scores exist at a time.
+    """
+    from internevo_jax.model.attention import dispatch, xla
+
+    original = xla.BACKEND
+
+    def remat_fn(q, k, v, segment_ids, *, scale, precision=None):
+        run = lambda q, k, v, s: original.fn(q, k, v, s, scale=scale, precision=precision)  # noqa: E731
+        return jax.checkpoint(run)(q, k, v, segment_ids)
+
+    standin = dataclasses.replace(original, fn=remat_fn)
+    saved = dispatch.BACKENDS
+    xla.BACKEND = standin
+    dispatch.BACKENDS = tuple(standin if b is original else b for b in saved)
+    try:
+        yield
+    finally:
+        xla.BACKEND, dispatch.BACKENDS = original, saved
+
+
+def _plan_config(cfg: Config, platform: str) -> tuple[Config, float, list[str]]:
+    """The config the plan compiles, the factor from its activation bytes to the real ones, and
+    notes on what it changed."""
+    notes, model = [], cfg.model
+    if not model.scan_layers and model.checkpoint_layers in (0, model.num_layers):
+        # One scanned layer compiles in seconds where 32 unrolled ones take minutes on CPU; both
+        # keep the same residuals per layer.
+        model = dataclasses.replace(model, scan_layers=True)
+        notes.append(
+            "compiled with model.scan_layers=True (one layer body, the same residuals per layer) to keep "
+            "the plan fast; unrolled layers can differ by a few per-layer buffers"
+        )
+    itemsize = np.dtype(cfg.model.compute_dtype).itemsize
+    scale = 1.0
+    if itemsize < 4 and platform == "cpu":
+        # XLA:CPU widens 16-bit arithmetic into extra fp32 buffers that a GPU/TPU never holds, so
+        # activations are measured in fp32 and scaled to the compute dtype.
+        model = dataclasses.replace(model, dtype="torch.float32")
+        scale = itemsize / 4
+        notes.append(
+            f"activations measured with fp32 compute on the stand-in CPU devices and scaled to "
+            f"{np.dtype(cfg.model.compute_dtype).name} (x{scale:g}); the few fp32 buffers of the real "
+            "step (norm statistics, softmax, loss) are under-counted by that factor"
+        )
+    return dataclasses.replace(cfg, model=model), scale, notes
+
+
+def _copy_bytes(params, dtypes, compute) -> int:
+    """Bytes per device of the compute copy: leaves cast or re-laid-out for the layers."""
+
+    def one(x, dtype, sharding):
+        if dtype in (None, x.dtype) and sharding == x.sharding:
+            return 0  # used as it is: no separate copy
+        return _shard_bytes(jax.ShapeDtypeStruct(x.shape, dtype or x.dtype), sharding)
+
+    return sum(jax.tree.leaves(jax.tree.map(one, params, dtypes, compute)))
+
+
+def plan_memory(
+    cfg: Config, devices: Sequence[jax.Device] | None = None, *, device_memory: int | None = None
+) -> MemoryPlan:
+    """Compile the train step of `cfg` for `devices` from abstract inputs and measure it."""
+    from internevo_jax.model import build_model
+    from internevo_jax.optim import DynamicLossScaler, build_optimizer
+    from internevo_jax.trainer.state import abstract_train_state
+    from internevo_jax.trainer.step import make_train_step
+
+    devices = list(jax.devices() if devices is None else devices)
+    real_args = build_model(cfg).args
+    platform = devices[0].platform
+    plan_cfg, scale, notes = _plan_config(cfg, platform)
+    sizes = parallel_sizes(plan_cfg, len(devices))
+    mesh = build_mesh(sizes, devices)
+    rules = logical_axis_rules(plan_cfg)
+    model = build_model(plan_cfg)
+    tx, _, _ = build_optimizer(plan_cfg)
+    scaler = DynamicLossScaler.from_config(plan_cfg)
+    state, shardings = abstract_train_state(model, tx, scaler, mesh, rules, plan_cfg.data.seq_len)
+    step = make_train_step(
+        model,
+        tx,
+        scaler,
+        mesh,
+        rules,
+        shardings,
+        label_smoothing=plan_cfg.loss.label_smoothing,
+        matmul_precision=plan_cfg.model.matmul_precision,
+    )
+    shape = (plan_cfg.data.micro_num, sizes.dp, plan_cfg.data.packed_length)
+    batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding(mesh)) for k in BATCH_KEYS}
+    precision = jax.default_matmul_precision(plan_cfg.model.matmul_precision)
+    attention = fused_attention_memory() if platform == "cpu" else contextlib.nullcontext()
+    with attention, jax.set_mesh(mesh), nn.logical_axis_rules(rules), precision:
+        compiled = step.jitted.lower(state, batch, jnp.int32(0)).compile(_COMPILER_OPTIONS)
+    stats = compiled.memory_analysis()
+
+    params = _tree_bytes(state.params, shardings.params)
+    optimizer = _tree_bytes(state.opt_state, shardings.opt_state)
+    compute = compute_shardings(shardings.params, rules)
+    measured_copy = _copy_bytes(state.params, compute_dtypes(state.params, model.args), compute)
+    activations = max(stats.temp_size_in_bytes - params - measured_copy, 0) * scale
+    gathered = _copy_bytes(state.params, compute_dtypes(state.params, real_args), compute)
+    outputs_not_donated = max(stats.output_size_in_bytes - stats.alias_size_in_bytes, 0)
+    other = (
+        max(stats.argument_size_in_bytes - params - optimizer, 0)
+        + outputs_not_donated
+        + stats.generated_code_size_in_bytes
+    )
+    notes.append(
+        f"compiled by XLA:{platform.upper()} for {len(devices)} devices; parameters, "
+        "optimizer state, gradients and gathered weights are exact, activations follow that compiler's "
+        "buffer assignment with attention held as a fused (flash/cuDNN) kernel holds it (one layer's "
+        f"scores at a time); compiled temporaries before scaling: {stats.temp_size_in_bytes / GiB:.2f} GiB"
+    )
+    if sizes.pipeline > 1:
+        from internevo_jax.parallel.pipeline import PipelineSchedule
+
+        notes.append(
+            PipelineSchedule(sizes.pipeline, plan_cfg.data.micro_num, rules.pipeline_chunks).describe()
+        )
+    return MemoryPlan(
+        job=cfg.job_name,
+        devices=len(devices),
+        mesh=dict(mesh.shape),
+        params=params,
+        optimizer=optimizer,
+        gradients=params,
+        gathered=gathered,
+        activations=int(activations),
+        other=other,
+        compiled_temporaries=stats.temp_size_in_bytes,
+        device_memory=device_memory,
+        notes=notes,
+    )
+
+
+def dry_run(
+    config: str | None,
+    *,
+    overrides: Sequence[str] = (),
+    devices: int | None = None,
+    device_memory: str | None = None,
+) -> int:
+    """`--dry-run`: print the memory plan of `config`; exit status 1 when it does not fit."""
+    from internevo_jax.config import load_config
+    from internevo_jax.monitor import logger, setup_logging
+
+    setup_logging()
+    memory = parse_memory(device_memory) if device_memory is not None else None
+    if devices is not None:
+        if devices < 1:
+            raise ConfigError(f"--devices={devices}: plan for at least one device.")
+        use_cpu_devices(devices)
+    cfg = load_config(config, list(overrides), log=logger.warning)
+    plan = plan_memory(cfg, device_memory=memory)
+    print(plan.report(), flush=True)
+    return 1 if plan.fits is False else 0
