@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# A fresh run every time: auto_resume would otherwise continue from the last demo checkpoint.
 demo: install
 	$(PY) tools/build_demo_data.py --out $(DEMO_DATA)
+	rm -rf runs/demo
 	$(PY) -m internevo_jax.train --config configs/demo.py --launcher local
 
 test: install

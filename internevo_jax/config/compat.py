@@ -72,7 +72,6 @@ NO_EFFECT_KEYS = frozenset(
         "loss.op_type",
         "loss.moe_loss_coeff",
         # checkpoint / monitor
-        "ckpt.async_upload_tmp_folder",
         "ckpt.universal_ckpt",
         "monitor.alert.enable_feishu_alert",
         "monitor.alert.feishu_alert_address",

@@ -55,7 +55,8 @@ def build_optimizer(cfg: Config) -> tuple[optax.GradientTransformation, LrSchedu
     beta2_schedule = Beta2Schedule.from_config(cfg)
     adam = cfg.adam
     mask = _decay_mask if adam.exclude_norm_and_bias_from_decay else None
-    adamw = optax.inject_hyperparams(optax.adamw)(
+    # "mask" must be static: inject_hyperparams would otherwise call it as a schedule of the step count
+    adamw = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
         learning_rate=lr_schedule,
         b1=adam.adam_beta1,
         b2=beta2_schedule,

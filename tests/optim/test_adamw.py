@@ -1,5 +1,6 @@
 """One AdamW update (with and without clipping) against NumPy, on random params and grads."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -54,3 +55,30 @@ def test_clip_is_noop_below_threshold():
     out, state = tx.update(grads, tx.init(grads))
     np.testing.assert_array_equal(np.asarray(out["a"]), np.asarray(grads["a"]))
     assert float(state.grad_norm) == pytest.approx(0.5)
+
+
+def _cfg(**adam):
+    from internevo_jax.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "adam": dict(lr=0.1, weight_decay=0.5, **adam),
+            "lr_scheduler": dict(warmup_ratio=0.0),
+            "hybrid_zero_optimizer": dict(clip_grad_norm=0.0),
+        },
+        log=lambda *_: None,
+    )
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_weight_decay_covers_every_param_unless_norms_and_biases_are_excluded(exclude):
+    from internevo_jax.optim import build_optimizer
+
+    tx, _, _ = build_optimizer(_cfg(exclude_norm_and_bias_from_decay=exclude))
+    params = {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((2,)), "norm": {"scale": jnp.ones((4,))}}
+    zero = jax.tree.map(jnp.zeros_like, params)  # pure decay: the Adam term is 0 for zero grads
+    updates, _ = tx.update(zero, tx.init(params), params)
+    lr_t = 0.1 * 1.0  # warmup_ratio 0 -> the first update runs at the full lr
+    np.testing.assert_allclose(np.asarray(updates["kernel"]), -lr_t * 0.5, rtol=1e-6)
+    for leaf in (updates["bias"], updates["norm"]["scale"]):
+        np.testing.assert_allclose(np.asarray(leaf), 0.0 if exclude else -lr_t * 0.5, rtol=1e-6, atol=0)

@@ -119,3 +119,16 @@ def test_fit_counts_skips_and_keeps_consuming_tokens(tmp_path):
     # tokens advance on skipped steps too (InternEvo counts every loaded batch)
     assert [r["num_consumed_tokens"] for r in records] == [32 * (i + 1) for i in range(10)]
     assert all(np.isfinite(result.losses))
+
+
+def test_reported_grad_norm_is_of_unscaled_gradients(tmp_path):
+    from internevo_jax.trainer import make_grads_fn
+
+    cfg = fp16_config(tmp_path, steps=1)
+    trainer = build_trainer(cfg, devices=jax.devices()[:1])
+    assert float(trainer.state.loss_scale.scale) == 2**10
+    batch = build_train_loader(cfg, dp_size=1, dp_ranks=[0]).get_batch(0)
+    grads, _, _, _ = jax.jit(make_grads_fn(trainer.model))(trainer.state.params, batch, jnp.float32(2**10))
+    want = float(jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(grads))))
+    metrics = trainer.step(batch)
+    assert metrics["grad_norm"] == pytest.approx(want, rel=1e-3)  # a scaled norm would be 1024x larger
