@@ -33,23 +33,35 @@ def load_example():
 
 
 def run(args, cwd):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=str(REPO),
+    )
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_example_with_default_loss_matches_the_cli(tmp_path):
     data = tmp_path / "demo"
     build_demo_corpus(data, max_text_bytes=600_000, log=lambda *_: None)
     common = ["--config", str(REPO / "configs/demo.py"), "--launcher", "local"]
-    for key, value in [("data.train_folder", f"'{data}/train'"), ("data.valid_folder", f"'{data}/valid'"),
-                       ("data.total_steps", "5"), ("data.valid_every", "0")]:
+    for key, value in [
+        ("data.train_folder", f"'{data}/train'"),
+        ("data.valid_folder", f"'{data}/valid'"),
+        ("data.total_steps", "5"),
+        ("data.valid_every", "0"),
+    ]:
         common += ["--set", f"{key}={value}"]
     cli = run(["-m", "internevo_jax.train", *common, "--set", f"run_dir='{tmp_path / 'cli'}'"], REPO)
     assert cli.returncode == 0, cli.stderr[-3000:]
     ex = run([str(REPO / "examples/custom_train.py"), *common, "--set", f"run_dir='{tmp_path / 'ex'}'"], REPO)
     assert ex.returncode == 0, ex.stderr[-3000:]
-    cli_losses = [json.loads(x)["loss"] for x in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()]
+    cli_losses = [
+        json.loads(x)["loss"] for x in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()
+    ]
     ex_records = [json.loads(x) for x in (tmp_path / "ex" / "custom_metrics.jsonl").read_text().splitlines()]
     assert len(cli_losses) == 5
     assert [r["loss"] for r in ex_records] == cli_losses  # bit-identical
@@ -76,20 +88,34 @@ def test_z_loss_matches_numpy():
 
 
 def mean_logz_sq(trainer, batch):
-    logits = trainer.model.apply({"params": trainer.state.params}, batch["input_ids"][0], batch["positions"][0],
-                                 batch["segment_ids"][0])
+    logits = trainer.model.apply(
+        {"params": trainer.state.params},
+        batch["input_ids"][0],
+        batch["positions"][0],
+        batch["segment_ids"][0],
+    )
     return float(jnp.mean(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1) ** 2))
 
 
 def test_custom_loss_changes_training_as_expected():
     """A strong z-loss drives logsumexp(logits) towards 0; the plain loss does not."""
-    cfg = config_from_dict({
-        "model": dict(num_attention_heads=2, hidden_size=32, num_layers=1, vocab_size=64, mlp_ratio=2.0,
-                      dtype="torch.float32", use_flash_attn=False),
-        "data": dict(seq_len=16, micro_num=1, micro_bsz=2, total_steps=30),
-        "parallel": dict(zero1=1),
-        "adam": dict(lr=1e-2),
-    }, log=lambda *_: None)
+    cfg = config_from_dict(
+        {
+            "model": dict(
+                num_attention_heads=2,
+                hidden_size=32,
+                num_layers=1,
+                vocab_size=64,
+                mlp_ratio=2.0,
+                dtype="torch.float32",
+                use_flash_attn=False,
+            ),
+            "data": dict(seq_len=16, micro_num=1, micro_bsz=2, total_steps=30),
+            "parallel": dict(zero1=1),
+            "adam": dict(lr=1e-2),
+        },
+        log=lambda *_: None,
+    )
     example = load_example()
     results = {}
     for name, criterion in [("plain", None), ("zloss", example.smoothed_ce_with_z_loss(0.0, 1.0))]:
@@ -97,8 +123,17 @@ def test_custom_loss_changes_training_as_expected():
         model, params = initialize_model(cfg, env)
         loader, types = build_train_loader_with_data_type(cfg, env)
         optimizer, beta2, lr = initialize_optimizer(cfg)
-        trainer = initialize_trainer(cfg, env, model, params, optimizer, criterion, lr_scheduler=lr,
-                                     beta2_scheduler=beta2, dataset_types=types)
+        trainer = initialize_trainer(
+            cfg,
+            env,
+            model,
+            params,
+            optimizer,
+            criterion,
+            lr_scheduler=lr,
+            beta2_scheduler=beta2,
+            dataset_types=types,
+        )
         probe = loader.get_batch(0)
         before = mean_logz_sq(trainer, probe)
         for step in range(30):
