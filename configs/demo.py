@@ -39,6 +39,6 @@ lr_scheduler = dict(total_steps=TOTAL_STEPS, init_steps=0, warmup_ratio=0.05, et
 beta2_scheduler = dict(init_beta2=adam["adam_beta2"], c=adam["adam_beta2_c"])
 hybrid_zero_optimizer = dict(clip_grad_norm=1.0)
 loss = dict(label_smoothing=0)
-# Asynchronous checkpoints every 60 steps; `make demo` starts the run afresh each time.
-ckpt = dict(enable_save_ckpt=True, save_ckpt_folder="local:runs/demo/checkpoints", checkpoint_every=60)
+# Asynchronous checkpoints every 60 steps into <run_dir>/checkpoints; `make demo` starts afresh each time.
+ckpt = dict(enable_save_ckpt=True, checkpoint_every=60)
 run_dir = "runs/demo"

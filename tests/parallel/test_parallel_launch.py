@@ -91,20 +91,21 @@ def losses(run_dir: Path) -> list[float]:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
-    """2 processes x 2 CPU devices (gloo) on 127.0.0.1 == 1 process x 4 devices, step for step."""
+    """2 processes x 4 CPU devices (gloo) on 127.0.0.1, launched through torchrun-style variables,
+    == 1 process x 8 devices, step for step."""
     (tmp_path / "cfg.py").write_text(CONFIG)
     port = free_port()
     procs = [
         start(
             tmp_path,
             f"run{rank}",
-            2,
+            4,
             dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2"),
             ["--launcher", "torch", "--distributed-timeout", "60"],
         )
         for rank in range(2)
     ]
-    single = start(tmp_path, "single", 4, {}, ["--launcher", "local"])
+    single = start(tmp_path, "single", 8, {}, ["--launcher", "local"])
     outs = [p.communicate()[0] for p in (*procs, single)]
     for p, out in zip((*procs, single), outs):
         assert p.returncode == 0, out[-3000:]
@@ -129,7 +130,7 @@ def test_missing_peer_fails_every_started_process_within_the_timeout(tmp_path):
         start(
             tmp_path,
             "rank0",
-            2,
+            4,
             dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="2"),
             ["--launcher", "torch", "--distributed-timeout", str(timeout_s)],
         ),
