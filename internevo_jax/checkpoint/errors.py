@@ -9,6 +9,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be saved or loaded; the message is one paragraph naming the path and the fix."""
 
 
+class StorageUnreachable(CheckpointError):
+    """The storage service (an S3 endpoint) could not be reached or answered with a server error.
+
+    Raised for failures that may pass (endpoint down, timeouts, 5xx answers): a save retries them
+    and, if they persist, reports the checkpoint as not saved while training goes on.
+    """
+
+
 def is_disk_full(err: BaseException) -> bool:
     """True when `err` (or anything in its cause chain) says the disk is full.
 

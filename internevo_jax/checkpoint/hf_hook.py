@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 import jax
@@ -12,18 +11,12 @@ from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.checkpoint.storage import LocalLocation, parse_location
 
 logger = logging.getLogger("internevo_jax")
-HF_MODULE = "internevo_jax.checkpoint.hf"
 
 
 def load_hf_into(state, shardings, path: str, cfg, content: frozenset[str]):
     """Load Hugging Face weights into `state.params` (placed in `shardings.params`)."""
-    if importlib.util.find_spec(HF_MODULE) is None:
-        raise CheckpointError(
-            f'Hugging Face import is not available yet: ckpt.load_ckpt_info.ckpt_type="hf" (path {path}) '
-            f"needs the converter module {HF_MODULE}, which this installation does not have. Load a "
-            f'checkpoint saved by internevo_jax (ckpt_type="internevo") instead, or update the package.'
-        )
-    hf = importlib.import_module(HF_MODULE)
+    from internevo_jax.checkpoint import hf  # imported here: safetensors is only needed for HF loads
+
     location = parse_location(path, key="ckpt.load_ckpt_info.path")
     if not isinstance(location, LocalLocation):
         raise CheckpointError(

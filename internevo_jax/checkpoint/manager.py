@@ -9,6 +9,7 @@ training) waits for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from internevo_jax.checkpoint.content import (
     restores_context,
     with_schedule_from,
 )
-from internevo_jax.checkpoint.errors import CheckpointError, first_line, is_disk_full
+from internevo_jax.checkpoint.errors import CheckpointError, StorageUnreachable, first_line, is_disk_full
 from internevo_jax.checkpoint.files import LocalFiles
 from internevo_jax.checkpoint.hf_hook import load_hf_into
 from internevo_jax.checkpoint.layout import (
@@ -51,6 +52,9 @@ from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location
 logger = logging.getLogger("internevo_jax")
 
 ASYNC_TIMEOUT_S = 7200  # orbax's limit for one background write; large models on slow disks need long
+# S3 transfers of a save: attempts per operation, and the pause before the first retry (doubled after each).
+UPLOAD_ATTEMPTS = 3
+UPLOAD_BACKOFF_S = 2.0
 
 
 def files_for(location: Location):
@@ -87,6 +91,7 @@ class CheckpointManager:
         self._job: threading.Thread | None = None
         self._job_error: BaseException | None = None
         self._saved_steps: set[int] = set()
+        self._failed_steps: set[int] = set()  # saves reported as not saved (storage unreachable)
         self._slot_steps: dict[str, int] | None = None  # newest complete step per snapshot slot
         self._stage_root = self._staging_folder() if self.root is not None else None
         self._staging_shared = False  # set once the hosts are known to share the staging folder
@@ -241,7 +246,11 @@ class CheckpointManager:
         if exit_now:
             self.wait()
             why = f"received {self.signals.name}" if signalled else f"stop file {self.stop_file.path}"
-            if self.save_enabled:
+            if self.save_enabled and step in self._failed_steps:
+                logger.error(
+                    "%s: the checkpoint of step %d could NOT be saved (see above); stopping", why, step
+                )
+            elif self.save_enabled:
                 logger.warning("%s: saved the checkpoint of step %d; stopping", why, step)
             else:
                 logger.warning(
@@ -308,18 +317,18 @@ class CheckpointManager:
         """Remove what an earlier run left at this step (a half-written save, or an old checkpoint)."""
         dest = self._slot_loc(slot).join(step)
         staged = os.path.join(mngr.directory, str(step))
-        stale_dest = bool(self.files.list_files(dest)) if isinstance(self.root, S3Location) else False
-        if not (stale_dest or os.path.exists(staged) or step in mngr.all_steps()):
-            return
-        complete = self.files.exists(dest.join(MARKER))
-        logger.warning(
-            "%s at %s: replacing it with the new save",
-            "an older checkpoint of the same step exists" if complete else "a half-written checkpoint exists",
-            dest,
-        )
+        if not (os.path.exists(staged) or step in mngr.all_steps()):
+            return  # on S3, what lies at the destination is cleared by the background upload
+        if isinstance(self.root, LocalLocation):
+            complete = self.files.exists(dest.join(MARKER))
+            logger.warning(
+                "%s at %s: replacing it with the new save",
+                "an older checkpoint of the same step exists"
+                if complete
+                else "a half-written checkpoint exists",
+                dest,
+            )
         if distributed.is_primary():
-            if isinstance(self.root, S3Location):
-                self.files.delete_tree(dest)
             shutil.rmtree(staged, ignore_errors=True)
         distributed.barrier(f"clear_{slot}_{step}")
         mngr.reload()
@@ -337,20 +346,110 @@ class CheckpointManager:
         staged = os.path.join(mngr.directory, str(step))
         dest = self._slot_loc(slot).join(step)
         if isinstance(self.root, S3Location):
-            me = _process_index()
-            count = self.files.upload_tree(staged, dest, select=lambda rel: _file_owner(rel) == me)
-            logger.debug("process %d uploaded %d files of step %d", me, count, step)
-            distributed.barrier(f"uploaded_{slot}_{step}")
-        if distributed.is_primary():
-            self.files.write_text(dest.join(MARKER), marker_text(step, slot, ITEMS))
-        distributed.barrier(f"committed_{slot}_{step}")
+            if not self._upload(slot, step, staged, dest):
+                self._delete_staged(mngr, slot, step)  # the staged copy is of no further use
+                return
+        else:
+            if distributed.is_primary():
+                self.files.write_text(dest.join(MARKER), marker_text(step, slot, ITEMS))
+            distributed.barrier(f"committed_{slot}_{step}")
         logger.info("checkpoint of step %d complete at %s (%.1fs)", step, dest, time.perf_counter() - started)
         if slot:
             self._prune(slot, mngr, keep=1)
         elif self.keep_last_n:
             self._prune(slot, mngr, keep=self.keep_last_n)
         if isinstance(self.root, S3Location):
-            self._delete_staged(mngr, step)
+            self._delete_staged(mngr, slot, step)
+
+    # -- S3 upload: retried, and never fatal to training when the endpoint is unreachable ----------
+    def _retrying(self, what: str, fn, step: int):
+        """fn(), retried UPLOAD_ATTEMPTS times with doubling pauses while the endpoint is unreachable."""
+        delay = UPLOAD_BACKOFF_S
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                return fn()
+            except StorageUnreachable as err:
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "%s for the checkpoint of step %d failed (attempt %d of %d): %s Retrying in %.1fs.",
+                    what,
+                    step,
+                    attempt,
+                    UPLOAD_ATTEMPTS,
+                    err,
+                    delay,
+                )
+                time.sleep(delay)
+                delay *= 2
+
+    def _flag(self, slot: str, step: int, name: str) -> str:
+        """A flag file in the (shared) staging area through which the processes agree on an upload."""
+        folder = self._stage_root.rstrip("/") + ".uploads"
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, f"{slot.replace('/', '-') or 'regular'}-{step}.{name}")
+
+    def _upload(self, slot: str, step: int, staged: str, dest: S3Location) -> bool:
+        """Clear the destination, upload every process's files, write the marker; False = not saved.
+
+        An unreachable endpoint is retried (UPLOAD_ATTEMPTS per operation); if it stays unreachable
+        the checkpoint is reported as not saved (no marker) and training goes on: the next scheduled
+        save tries again. The processes agree through flag files in the shared staging folder, so a
+        failure on any of them leaves the checkpoint unmarked on all.
+        """
+        import jax
+
+        me, count = _process_index(), jax.process_count()
+        failure = None
+        if distributed.is_primary():
+            try:
+                stale = self._retrying("checking the destination", lambda: self.files.list_files(dest), step)
+                if stale:
+                    logger.warning("a half-written or older checkpoint exists at %s: replacing it", dest)
+                    self._retrying("clearing the destination", lambda: self.files.delete_tree(dest), step)
+                open(self._flag(slot, step, "cleared"), "w").close()
+            except StorageUnreachable as err:
+                failure = err
+        distributed.barrier(f"cleared_{slot}_{step}")
+        if os.path.exists(self._flag(slot, step, "cleared")):
+            try:
+                uploaded = self._retrying(
+                    "uploading",
+                    lambda: self.files.upload_tree(staged, dest, select=lambda rel: _file_owner(rel) == me),
+                    step,
+                )
+                logger.debug("process %d uploaded %d files of step %d", me, uploaded, step)
+                open(self._flag(slot, step, f"p{me}"), "w").close()
+            except StorageUnreachable as err:
+                failure = err
+        distributed.barrier(f"uploaded_{slot}_{step}")
+        if distributed.is_primary() and all(
+            os.path.exists(self._flag(slot, step, f"p{i}")) for i in range(count)
+        ):
+            try:
+                self._retrying(
+                    "writing the commit marker",
+                    lambda: self.files.write_text(dest.join(MARKER), marker_text(step, slot, ITEMS)),
+                    step,
+                )
+                open(self._flag(slot, step, "committed"), "w").close()
+            except StorageUnreachable as err:
+                failure = err
+        distributed.barrier(f"committed_{slot}_{step}")
+        committed = os.path.exists(self._flag(slot, step, "committed"))
+        if not committed:
+            self._failed_steps.add(step)
+            if failure is not None or distributed.is_primary():
+                logger.error(
+                    "the checkpoint of step %d was NOT saved to %s: %s It has no %s marker and will never "
+                    "be resumed from; the newest complete checkpoint is unchanged. Training goes on and "
+                    "the next scheduled save tries again.",
+                    step,
+                    dest,
+                    failure if failure is not None else "another process could not upload its part.",
+                    MARKER,
+                )
+        return committed
 
     def _prune(self, slot: str, mngr, keep: int) -> None:
         refs = scan_folder(self.files, self._slot_loc(slot), slot).complete
@@ -364,10 +463,14 @@ class CheckpointManager:
         distributed.barrier(f"pruned_{slot}_{old[-1].step}")
         mngr.reload()
 
-    def _delete_staged(self, mngr, step: int) -> None:
+    def _delete_staged(self, mngr, slot: str, step: int) -> None:
         if distributed.is_primary():
             shutil.rmtree(os.path.join(mngr.directory, str(step)), ignore_errors=True)
         distributed.barrier(f"unstaged_{step}")
+        if distributed.is_primary():  # every process has read the flags by now
+            for name in ("cleared", "committed", *(f"p{i}" for i in range(_process_count()))):
+                with contextlib.suppress(OSError):
+                    os.remove(self._flag(slot, step, name))
         mngr.reload()
 
     def _save_failed(self, err: BaseException, slot: str, step: int) -> CheckpointError:
@@ -619,6 +722,12 @@ def _restore_loader(loader, saved: dict) -> None:
         loader.restore(saved, strict=False)
     else:
         loader.restore(saved)
+
+
+def _process_count() -> int:
+    import jax
+
+    return jax.process_count()
 
 
 def _process_index() -> int:

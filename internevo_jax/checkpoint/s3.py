@@ -11,12 +11,23 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from internevo_jax.checkpoint.errors import CheckpointError, first_line
+from internevo_jax.checkpoint.errors import CheckpointError, StorageUnreachable, first_line
 from internevo_jax.checkpoint.storage import S3Location, S3Settings
 
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 60.0
 TRANSFER_THREADS = 8
+# Answers that say the service is (momentarily) unable to serve, not that the request is wrong.
+_SERVER_ERRORS = {
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+}
 
 
 def _boto3():
@@ -69,8 +80,9 @@ class S3Store:
             exc.ConnectTimeoutError,
             exc.ReadTimeoutError,
             exc.ConnectionClosedError,
+            exc.ConnectionError,
         ) as err:
-            raise CheckpointError(
+            raise StorageUnreachable(
                 f"Cannot reach the S3 endpoint {self.settings.endpoint_name} while trying to {what} "
                 f"({loc.url}): {first_line(err)}. Check that the server is up and that AWS_ENDPOINT_URL "
                 f"(or the IP in 'boto3:s3://bucket.IP/prefix') names it."
@@ -92,7 +104,18 @@ class S3Store:
                     f"S3 refused to {what} {where} ({code}). Check the credentials in AWS_ACCESS_KEY_ID / "
                     f"AWS_SECRET_ACCESS_KEY and the bucket's permissions."
                 ) from err
+            if code in _SERVER_ERRORS:
+                raise StorageUnreachable(
+                    f"The S3 endpoint {self.settings.endpoint_name} answered {code} while trying to {what} "
+                    f"{where}: {first_line(err)}"
+                ) from err
             raise CheckpointError(f"S3 error while trying to {what} {where}: {first_line(err)}") from err
+        except Exception as err:
+            if type(err).__name__ != "S3UploadFailedError":  # boto3's wrapper of a failed upload_file
+                raise
+            text = first_line(err)
+            kind = StorageUnreachable if any(code in text for code in _SERVER_ERRORS) else CheckpointError
+            raise kind(f"S3 error while trying to {what} {where}: {text}") from err
 
     # -- operations ---------------------------------------------------------------------------
     def check_bucket(self, loc: S3Location) -> None:

@@ -1,10 +1,11 @@
 """Batches built in grain worker processes (`data.num_worker > 0`), off the training process's threads.
 
 The pipeline is `grain.MapDataset.range(start, stop)` (the steps) -> map(step -> (step, batch)) ->
-`to_iter_dataset()` -> `mp_prefetch(MultiprocessingOptions(num_workers))`: worker w builds steps
-start + w, start + w + n, ... and grain interleaves them back into step order. The batch of a step is a
-pure function of the step, so the batches equal `get_batch(step)` and the number of workers never
-changes them; resuming is starting the range at the saved step.
+`to_iter_dataset(ReadOptions(1 thread, WORKER_PREFETCH buffered))` ->
+`mp_prefetch(MultiprocessingOptions(num_workers))`: worker w builds steps start + w, start + w + n, ...
+and grain interleaves them back into step order. The batch of a step is a pure function of the step,
+so the batches equal `get_batch(step)` and the number of workers never changes them; resuming is
+starting the range at the saved step.
 
 grain's workers are spawned processes that receive the pipeline pickled, so the batch builder must
 pickle (the data sources reopen their files lazily). absl flags must count as parsed before grain
@@ -18,6 +19,8 @@ import sys
 from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
+
+WORKER_PREFETCH = 4  # batches each worker builds ahead (grain's per-process read buffer)
 
 
 def mark_absl_flags_parsed(*_unused) -> None:
@@ -55,10 +58,23 @@ class GrainBatches:
     Use as a context manager or call `close()`: it stops the worker processes.
     """
 
-    def __init__(self, grain, build: Callable[[int], dict], start: int, stop: int | None, num_workers: int):
+    def __init__(
+        self,
+        grain,
+        build: Callable[[int], dict],
+        start: int,
+        stop: int | None,
+        num_workers: int,
+        *,
+        read_threads: int = 1,
+        prefetch: int = WORKER_PREFETCH,
+    ):
         mark_absl_flags_parsed()
         steps = grain.MapDataset.range(int(start), sys.maxsize if stop is None else int(stop))
-        ds = steps.map(_StepBatch(build)).to_iter_dataset()
+        # Inside a worker, one thread builds the steps and keeps a few ready: grain's default ReadOptions
+        # (16 threads, 500 elements buffered per worker) would hold hundreds of batches per worker.
+        read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch)
+        ds = steps.map(_StepBatch(build)).to_iter_dataset(read)
         # Batches travel pickled, not in shared memory: grain does not free the shared memory of batches
         # still in flight when an iteration stops early (it lingers until exit), and copying a batch
         # costs little next to a training step.

@@ -143,3 +143,35 @@ def test_custom_loss_changes_training_as_expected():
     assert results["zloss"][1] < 0.5 * results["plain"][1]
     assert results["zloss"][2]["z_loss"] > 0 and "z_loss" not in results["plain"][2]
     assert "tokens/mock" in results["plain"][2] or types == ()
+
+
+def test_default_parser_takes_user_arguments():
+    from internevo_jax.initialize import get_default_parser
+
+    parser = get_default_parser()
+    parser.add_argument("--my_flag", type=int, default=3)
+    args = parser.parse_args(
+        [
+            "--config",
+            "c.py",
+            "--launcher",
+            "torch",
+            "--seed",
+            "5",
+            "--set",
+            "data.micro_bsz=2",
+            "--my_flag",
+            "7",
+            "--profiling",
+        ]
+    )
+    assert (args.config, args.launcher, args.seed, args.my_flag, args.profiling) == (
+        "c.py",
+        "torch",
+        5,
+        7,
+        True,
+    )
+    assert args.overrides == ["data.micro_bsz=2"]
+    defaults = parser.parse_args([])
+    assert (defaults.launcher, defaults.port, defaults.my_flag) == ("slurm", 8888, 3)  # InternEvo's defaults

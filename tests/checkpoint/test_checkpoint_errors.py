@@ -123,24 +123,6 @@ def test_internevo_bucket_with_ip_names_the_endpoint():
     assert "secret" not in repr(parse_location("s3://b/p", env={"AWS_SECRET_ACCESS_KEY": "secret"}))
 
 
-def test_hf_without_converter_says_not_available(good):
-    import importlib.util
-
-    if importlib.util.find_spec("internevo_jax.checkpoint.hf") is not None:
-        pytest.skip("the Hugging Face converter is installed")
-    cfg = tiny_config(
-        ckpt=dict(
-            enable_save_ckpt=False,
-            auto_resume=False,
-            load_ckpt_info=dict(path=str(good), content=("model",), ckpt_type="hf"),
-        )
-    )
-    state, shardings, loader = make_state(cfg)
-    manager = build_checkpoint_manager(cfg, "unused", install_signal_handlers=False)
-    with pytest.raises(CheckpointError, match="Hugging Face import is not available yet"):
-        manager.resume(state, shardings, TrainContext(), loader)
-
-
 ENOSPC_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {helpers!r})

@@ -11,6 +11,9 @@ from internevo_jax.trainer.state import TrainContext
 
 DP8 = dict(zero1=dict(size=8, fsdp=True), tensor=dict(size=1, mode="mtp"))  # every array split 8 ways
 TP2_FSDP2 = dict(zero1=dict(size=2, fsdp=True), tensor=dict(size=2, mode="mtp"))  # data 2 x fsdp 2 x tensor 2
+TP2_DP4 = dict(
+    zero1=-1, tensor=dict(size=2, mode="mtp")
+)  # tensor 2 x data 4, optimizer state split over data
 REPLICATED = dict(zero1=dict(size=1, fsdp=False), tensor=dict(size=1, mode="mtp"))
 
 
@@ -30,13 +33,19 @@ def saved_on_8(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "parallel,ndev", [(REPLICATED, 1), (TP2_FSDP2, 8)], ids=["1-device", "dp2-fsdp2-tp2"]
+    "parallel,ndev",
+    [(REPLICATED, 1), (TP2_FSDP2, 8), (TP2_DP4, 8)],
+    ids=["1-device", "dp2-fsdp2-tp2", "tp2-dp4"],
 )
 def test_restore_reshards_onto_another_mesh(saved_on_8, parallel, ndev):
     folder, expected = saved_on_8
     cfg = tiny_config(parallel=parallel, ckpt=dict(save_ckpt_folder=str(folder)))
     state, shardings, loader = make_state(cfg, devices=jax.devices()[:ndev])
     manager = build_checkpoint_manager(cfg, str(folder.parent), install_signal_handlers=False)
+    if parallel is TP2_DP4:  # really a tensor-parallel mesh: some weight is split over 2 tensor shards
+        assert any("tensor" in str(getattr(s, "spec", "")) for s in jax.tree.leaves(shardings.params)), (
+            "expected tensor-parallel shardings"
+        )
     ctx = TrainContext()
     restored = manager.resume(state, shardings, ctx, loader)
     manager.finalize()

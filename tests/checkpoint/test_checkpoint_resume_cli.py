@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
 from ckpt_helpers import (
     CLI_CONFIG,
+    REPO,
     S3_ENV,
+    cli_command,
     cli_env,
     losses,
     make_bucket,
@@ -172,3 +176,59 @@ def test_sigterm_saves_and_exits_cleanly(config_file, jax_cache_dir, tmp_path_fa
     assert stopped_at < TOTAL
     assert _complete_steps(run_dir / "checkpoints") == [stopped_at]
     assert f"received SIGTERM: saved the checkpoint of step {stopped_at}" in (tmp / "log").read_text()
+
+
+# Runs the CLI with the commit marker of step 8 held back: orbax has finished writing 8/, the marker
+# is not there yet, which is the moment a SIGKILL leaves the most convincing half-written checkpoint.
+_HOLD_MARKER = """
+import runpy, sys, time
+from internevo_jax.checkpoint import manager
+
+_marker_text = manager.marker_text
+
+def held(step, slot, items):
+    if step == 8:
+        print("HOLDING THE MARKER OF STEP 8", flush=True)
+        time.sleep(600)
+    return _marker_text(step, slot, items)
+
+manager.marker_text = held
+sys.argv[0] = "internevo_jax.train"
+runpy.run_module("internevo_jax.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_sigkill_during_async_save_resumes_from_previous_complete(
+    config_file, jax_cache_dir, tmp_path_factory
+):
+    tmp = tmp_path_factory.mktemp("kill_mid_save")
+    launcher = tmp / "hold_marker.py"
+    launcher.write_text(_HOLD_MARKER)
+    env = cli_env(cache_dir=jax_cache_dir)
+    run_dir = tmp / "run"
+    sets = ["ckpt.checkpoint_every=4"]
+    cmd = [str(a) for a in cli_command(config_file, run_dir, sets)]
+    cmd[1:3] = [str(launcher)]  # python hold_marker.py <the CLI's arguments>
+    log_path = tmp / "first.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        folder = run_dir / "checkpoints"
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            text = log_path.read_text()
+            if "HOLDING THE MARKER OF STEP 8" in text and (folder / "8").is_dir():
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    text = log_path.read_text()
+    assert "saving checkpoint of step 8" in text, text[-3000:]
+    assert (folder / "8").is_dir() and not (folder / "8" / MARKER).exists()
+    assert _complete_steps(folder) == [4]
+
+    out = _ok(run_cli(config_file, run_dir, sets, env=env))
+    assert f"ignoring the half-written checkpoint at local:{folder / '8'}" in out, out[-3000:]
+    assert "resuming from the checkpoint of step 4" in out
+    assert "a half-written checkpoint exists" in out  # the new save of step 8 replaces the leftover
+    assert _complete_steps(folder) == [4, 8, 12]
+    assert sorted(losses(run_dir)) == list(range(1, TOTAL + 1))

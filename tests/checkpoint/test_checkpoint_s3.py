@@ -7,7 +7,15 @@ import os
 
 import boto3
 import pytest
-from ckpt_helpers import S3_ENV, assert_trees_equal, host_tree, make_bucket, make_state, tiny_config
+from ckpt_helpers import (
+    S3_ENV,
+    assert_trees_equal,
+    free_port,
+    host_tree,
+    make_bucket,
+    make_state,
+    tiny_config,
+)
 
 from internevo_jax.checkpoint import MARKER, CheckpointError, build_checkpoint_manager
 from internevo_jax.trainer.state import TrainContext
@@ -148,3 +156,50 @@ def test_missing_bucket_is_named(s3_env, tmp_path):
     cfg = _cfg("boto3:s3://no-such-bucket/x", tmp_path / "stage")
     with pytest.raises(CheckpointError, match="bucket 'no-such-bucket' does not exist"):
         build_checkpoint_manager(cfg, str(tmp_path), install_signal_handlers=False)
+
+
+def test_endpoint_down_at_save_time_training_goes_on(monkeypatch, tmp_path, caplog):
+    """A real moto server stopped during the run: bounded retries, a loud report, no marker, and the
+    next scheduled save (server back on the same port) succeeds."""
+    from moto.server import ThreadedMotoServer
+
+    from internevo_jax.checkpoint import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "UPLOAD_BACKOFF_S", 0.05)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    make_bucket(endpoint, "outage")
+    cfg = _cfg("boto3:s3://outage/run", tmp_path / "stage", checkpoint_every=2)
+    state, _, loader = make_state(cfg, perturb=0.1)
+    manager = build_checkpoint_manager(cfg, str(tmp_path), install_signal_handlers=False)
+    ctx = TrainContext()
+    try:
+        with caplog.at_level(logging.INFO, logger="internevo_jax"):
+            for step in range(1, 7):
+                if step == 4:
+                    manager.wait()
+                    server.stop()  # the endpoint goes down before the save of step 4
+                if step == 5:
+                    manager.wait()  # the failed save is reported, not raised: training goes on
+                    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+                    server.start()
+                ctx.step = step
+                assert manager.maybe_save(state, ctx, loader) is False
+            manager.finalize()
+        keys = _keys(endpoint, "outage", "run/")
+        assert "run/2/COMMITTED" in keys and "run/6/COMMITTED" in keys
+        assert "run/4/COMMITTED" not in keys
+        failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("attempt 1 of 3" in r.getMessage() and endpoint in r.getMessage() for r in failures)
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any("step 4 was NOT saved" in m and endpoint in m for m in errors), errors
+        assert S3_ENV["AWS_SECRET_ACCESS_KEY"] not in caplog.text
+        assert [r.step for r in manager.scan().complete] == [2, 6]
+        _, resumed = _resume(cfg, tmp_path)
+        assert resumed.step == 6
+    finally:
+        server.stop()

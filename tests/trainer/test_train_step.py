@@ -116,3 +116,48 @@ def test_data_parallel_over_8_devices_equals_one_device():
     for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert losses_1[-1] < losses_1[0]
+
+
+@pytest.mark.parametrize("checkpoint", [0.5, 1.0, True])
+def test_activation_checkpointing_keeps_loss_and_grads(checkpoint):
+    """model.checkpoint (0, a fraction, all) changes memory, not numbers."""
+
+    def grads_for(value):
+        cfg = config_from_dict(
+            {
+                "model": dict(
+                    num_attention_heads=4,
+                    hidden_size=32,
+                    num_layers=2,
+                    vocab_size=VOCAB,
+                    mlp_ratio=2.0,
+                    dtype="torch.float32",
+                    use_flash_attn=False,
+                    checkpoint=value,
+                ),
+                "data": dict(seq_len=16, micro_num=2, micro_bsz=1),
+            },
+            log=lambda *_: None,
+        )
+        model = build_model(cfg)
+        ids, labels, pos, seg = segmented_chunks(np.random.default_rng(4), 2, 16)
+        batch = {
+            "input_ids": ids[:, None],
+            "labels": labels[:, None],
+            "positions": pos[:, None],
+            "segment_ids": seg[:, None],
+        }
+        params = model.init(jax.random.key(0), ids[:1], pos[:1], seg[:1])["params"]
+        params = jax.tree.map(
+            lambda p: p.unbox() if hasattr(p, "unbox") else p, params, is_leaf=lambda p: hasattr(p, "unbox")
+        )
+        return cfg, jax.jit(make_grads_fn(model))(params, batch, jnp.float32(1.0))
+
+    cfg0, (g0, loss0, _, _) = grads_for(False)
+    cfg, (g, loss, _, _) = grads_for(checkpoint)
+    assert cfg0.model.checkpoint_layers == 0 and cfg.model.checkpoint_layers == (
+        1 if checkpoint == 0.5 else 2
+    )
+    np.testing.assert_allclose(np.asarray(loss), np.asarray(loss0), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g0)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
