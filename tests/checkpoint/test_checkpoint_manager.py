@@ -189,10 +189,6 @@ def test_restored_arrays_use_the_target_shardings(saved):
 
 
 def test_hf_ckpt_type_goes_through_the_converter(tmp_path):
-    import importlib.util
-
-    if importlib.util.find_spec("internevo_jax.checkpoint.hf") is None:
-        pytest.skip("the Hugging Face converter is not installed")
     from internevo_jax.checkpoint.hf import export_hf
 
     cfg = tiny_config()

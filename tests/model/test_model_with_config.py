@@ -7,7 +7,6 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import pytest
 
 from internevo_jax.model import InternLM, attention_backend_name, build_model
 
@@ -15,9 +14,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "7b_sft.py"
 
 
 def test_7b_sft_config_builds_the_7b_model():
-    config = pytest.importorskip("internevo_jax.config")
-    if not CONFIG.exists() or not hasattr(config, "load_config"):
-        pytest.skip("configs/7b_sft.py or the config loader is not available")
+    from internevo_jax import config
+
     cfg = config.load_config(str(CONFIG), overrides=["model.num_layers=2"])
     model = build_model(cfg)
     assert isinstance(model, InternLM)
