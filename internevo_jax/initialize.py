@@ -21,20 +21,17 @@ See docs/api.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Sequence
 
 import jax
-from jax.sharding import Mesh
 
-from internevo_jax.config import Config, ParallelSizes, load_config, parallel_sizes
+from internevo_jax.config import Config, load_config
 from internevo_jax.monitor import logger, setup_logging
 from internevo_jax.parallel import (
     LAUNCHERS,
-    build_mesh,
+    ParallelEnv,
     initialize_distributed,
-    local_dp_ranks,
-    logical_axis_rules,
+    parallel_env,
     resolve_launch,
 )
 
@@ -148,25 +145,9 @@ def initialize_distributed_env(
     return launch_from_config(config, launcher=launcher, port=master_port, seed=seed, overrides=overrides)
 
 
-@dataclasses.dataclass(frozen=True)
-class ParallelEnv:
-    """The mesh a run lives on, the parallel sizes behind it and the logical-axis rules."""
-
-    mesh: Mesh
-    sizes: ParallelSizes
-    rules: tuple
-
-    @property
-    def dp_ranks(self) -> list[int]:
-        """Data-parallel ranks whose batch rows this process feeds."""
-        return local_dp_ranks(self.mesh)
-
-
 def initialize_parallel(cfg: Config, devices: Sequence[jax.Device] | None = None) -> ParallelEnv:
     """Build the mesh from the `parallel` dict over `devices` (default: all devices of the job)."""
-    devices = list(jax.devices() if devices is None else devices)
-    sizes = parallel_sizes(cfg, len(devices))
-    return ParallelEnv(build_mesh(sizes, devices), sizes, logical_axis_rules(cfg))
+    return parallel_env(cfg, devices)
 
 
 def initialize_model(cfg: Config, env: ParallelEnv, *, rng: jax.Array | None = None):

@@ -27,7 +27,7 @@ from internevo_jax.data.binmeta import BinSource, load_bin_folder
 from internevo_jax.data.errors import DataError
 from internevo_jax.data.mock import TRAIN_MOCK_SAMPLES, VALID_MOCK_SAMPLES_PER_RANK, MockSource
 from internevo_jax.data.packing import IGNORE_INDEX, PACK_KEYS, ConcatDataset, PackedDataset
-from internevo_jax.data.sampler import BatchSchedule, BatchSkipper
+from internevo_jax.data.sampler import BatchSchedule, BatchSkipper, changed_settings
 from internevo_jax.data.streaming import StreamingTrainLoader, build_streaming_loader
 from internevo_jax.data.workers import GrainBatches, import_grain
 
@@ -155,16 +155,9 @@ class TrainLoader:
 
     def restore(self, state: dict, *, strict: bool = True) -> None:
         """Continue at `state["step"]`; with strict, refuse a state saved under other data settings."""
-        if strict:
-            mine = self.schedule.fingerprint()
-            changed = {k: (state[k], v) for k, v in mine.items() if k in state and state[k] != v}
-            if changed:
-                diff = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
-                raise DataError(
-                    f"The checkpoint's data position was saved under other data settings ({diff}), so its "
-                    f"step no longer names the same batches. Restore with the original data settings, or "
-                    f"restore the loader with strict=False to continue at step {state['step']} of the new order."
-                )
+        changed_settings(
+            state, self.schedule.fingerprint(), what="data position", strict=strict, restart="order"
+        )
         self._position = int(state["step"])
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:

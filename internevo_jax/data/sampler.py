@@ -248,3 +248,19 @@ class BatchSchedule:
             "seed": self.seed,
             "rampup_batch_size": self.rampup_spec,
         }
+
+
+def changed_settings(saved: dict, mine: dict, *, what: str, strict: bool, restart: str) -> dict:
+    """Compare a saved loader state with this loader's fingerprint; returns {key: (saved, now)}.
+
+    With `strict`, any difference is a DataError: the saved step no longer names the same batches.
+    """
+    changed = {k: (saved[k], v) for k, v in mine.items() if k in saved and saved[k] != v}
+    if changed and strict:
+        diff = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
+        raise DataError(
+            f"The checkpoint's {what} was saved under other data settings ({diff}), so its step no longer "
+            f"names the same batches. Restore with the original data settings, or restore the loader with "
+            f"strict=False to continue at step {saved['step']} of the new {restart}."
+        )
+    return changed

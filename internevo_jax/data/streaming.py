@@ -29,7 +29,7 @@ import numpy as np
 
 from internevo_jax.data.errors import DataError
 from internevo_jax.data.packing import PACK_KEYS, fill_pack
-from internevo_jax.data.sampler import BatchSkipper, parse_rampup
+from internevo_jax.data.sampler import BatchSkipper, changed_settings, parse_rampup
 from internevo_jax.data.textsource import DEFAULT_TEXT_FIELD, open_text_files
 from internevo_jax.data.tokenize import Tokenizer
 
@@ -323,15 +323,9 @@ class StreamingTrainLoader:
         With strict, a state saved under other data settings is refused (DataError). With
         strict=False it is accepted and the stream is read forward to that step of the new layout.
         """
-        mine = self.fingerprint()
-        changed = {k: (state[k], v) for k, v in mine.items() if k in state and state[k] != v}
-        if changed and strict:
-            diff = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
-            raise DataError(
-                f"The checkpoint's streaming data position was saved under other data settings ({diff}), so "
-                f"its step no longer names the same batches. Restore with the original settings, or restore "
-                f"the loader with strict=False to continue at step {state['step']} of the new layout."
-            )
+        changed = changed_settings(
+            state, self.fingerprint(), what="streaming data position", strict=strict, restart="layout"
+        )
         self._position = int(state["step"])
         if any(k in changed for k in ("dp_size", "num_files", "packed_length")):
             return  # cursors of another split, other files or other pack sizes mean nothing here

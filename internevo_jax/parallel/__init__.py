@@ -2,6 +2,7 @@
 schedule and multi-process launch (docs/parallel.md)."""
 
 from internevo_jax.parallel.checks import check_layout
+from internevo_jax.parallel.env import ParallelEnv, mesh_context, parallel_env
 from internevo_jax.parallel.launch import (
     LAUNCHERS,
     LaunchError,
@@ -28,6 +29,7 @@ __all__ = [
     "LaunchError",
     "LaunchInfo",
     "LayoutRules",
+    "ParallelEnv",
     "PipelineSchedule",
     "batch_sharding",
     "build_mesh",
@@ -38,6 +40,8 @@ __all__ = [
     "local_dp_ranks",
     "logical_axis_rules",
     "master_axis_rules",
+    "mesh_context",
+    "parallel_env",
     "put_batch",
     "replicated",
     "resolve_launch",

@@ -8,12 +8,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from internevo_jax.config import Config, ConfigError, parallel_sizes
+from internevo_jax.config import Config, ConfigError
 from internevo_jax.data import type_names
 from internevo_jax.model import attention_backend_name, build_model
 from internevo_jax.monitor import logger
 from internevo_jax.optim import DynamicLossScaler, build_optimizer
-from internevo_jax.parallel import build_mesh, logical_axis_rules
+from internevo_jax.parallel import parallel_env
 from internevo_jax.trainer.state import init_params, init_train_state
 from internevo_jax.trainer.step import LossFn
 from internevo_jax.trainer.trainer import Trainer
@@ -44,10 +44,9 @@ def build_trainer(
     grad_hook: Callable | None = None,
 ) -> Trainer:
     """Mesh, model, optimizer and a freshly initialised sharded train state, wrapped in a Trainer."""
-    devices = list(jax.devices() if devices is None else devices)
-    sizes = parallel_sizes(cfg, len(devices))
-    mesh = build_mesh(sizes, devices)
-    rules = logical_axis_rules(cfg)
+    env = parallel_env(cfg, devices)
+    sizes, mesh, rules = env.sizes, env.mesh, env.rules
+    devices = list(mesh.devices.flat)
     logger.info(
         "mesh %s on %d %s device(s), %d process(es)",
         dict(mesh.shape),

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from internevo_jax.parallel import batch_sharding, put_batch
+from internevo_jax.parallel import batch_sharding, mesh_context, put_batch
 from internevo_jax.trainer.loss import token_stats
 from internevo_jax.trainer.step import MODEL_INPUTS
 
@@ -35,7 +35,7 @@ def make_eval_step(model: nn.Module, mesh, rules, param_shardings, *, matmul_pre
     )
 
     def run(params, batch):
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.default_matmul_precision(matmul_precision):
+        with mesh_context(mesh, rules, matmul_precision):
             return jitted(params, batch)
 
     return run

@@ -14,13 +14,12 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from internevo_jax.config import Config, ConfigError, parallel_sizes
-from internevo_jax.parallel import batch_sharding, build_mesh, logical_axis_rules
+from internevo_jax.config import Config, ConfigError
+from internevo_jax.parallel import batch_sharding, mesh_context, parallel_env
 from internevo_jax.parallel.zero import compute_dtypes, compute_shardings
 
 GiB = 1024**3
@@ -207,9 +206,8 @@ def plan_memory(
     real_args = build_model(cfg).args
     platform = devices[0].platform
     plan_cfg, scale, notes = _plan_config(cfg, platform)
-    sizes = parallel_sizes(plan_cfg, len(devices))
-    mesh = build_mesh(sizes, devices)
-    rules = logical_axis_rules(plan_cfg)
+    env = parallel_env(plan_cfg, devices)
+    sizes, mesh, rules = env.sizes, env.mesh, env.rules
     model = build_model(plan_cfg)
     tx, _, _ = build_optimizer(plan_cfg)
     scaler = DynamicLossScaler.from_config(plan_cfg)
@@ -226,9 +224,8 @@ def plan_memory(
     )
     shape = (plan_cfg.data.micro_num, sizes.dp, plan_cfg.data.packed_length)
     batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding(mesh)) for k in BATCH_KEYS}
-    precision = jax.default_matmul_precision(plan_cfg.model.matmul_precision)
     attention = fused_attention_memory() if platform == "cpu" else contextlib.nullcontext()
-    with attention, jax.set_mesh(mesh), nn.logical_axis_rules(rules), precision:
+    with attention, mesh_context(mesh, rules, plan_cfg.model.matmul_precision):
         compiled = step.jitted.lower(state, batch, jnp.int32(0)).compile(_COMPILER_OPTIONS)
     stats = compiled.memory_analysis()
 

@@ -13,6 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from internevo_jax.optim import DynamicLossScaler, LossScaleState
 from internevo_jax.parallel.checks import check_layout
+from internevo_jax.parallel.env import mesh_context
 from internevo_jax.parallel.rules import master_axis_rules
 
 
@@ -77,7 +78,7 @@ def init_params(model: nn.Module, mesh: Mesh, rules, rng: jax.Array, seq_len: in
     check_model_layout(model, mesh, rules, seq_len)
     shardings = param_shardings(model, mesh, rules, seq_len)
     init = _init_fn(model, seq_len)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    with mesh_context(mesh, rules):
         params = jax.jit(lambda key: nn.unbox(init(key)), out_shardings=shardings)(rng)
     return params, shardings
 

@@ -18,7 +18,7 @@ from internevo_jax.model.causal_lm import CausalLM, decoder_stack
 from internevo_jax.model.layers import ACT_EMBED, ACT_VOCAB, Embedding, Head, make_norm, scale_grad
 from internevo_jax.monitor import logger
 from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of
-from internevo_jax.parallel import batch_sharding
+from internevo_jax.parallel import batch_sharding, mesh_context
 from internevo_jax.parallel.pipeline import PipelineSchedule, run_pipeline
 from internevo_jax.parallel.zero import compute_copy, compute_dtypes, compute_shardings, reduce_layouts
 from internevo_jax.trainer.loss import cross_entropy, token_stats
@@ -260,7 +260,7 @@ def make_train_step(
     )
 
     def run(state: TrainState, batch: dict, step_index: int = 0):
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.default_matmul_precision(matmul_precision):
+        with mesh_context(mesh, rules, matmul_precision):
             return jitted(state, batch, jnp.int32(step_index))
 
     run.jitted = jitted
