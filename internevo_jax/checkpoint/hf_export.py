@@ -14,8 +14,9 @@ import numpy as np
 from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.checkpoint.hf_config import hf_config
 from internevo_jax.checkpoint.hf_layout import hf_order, tensor_map, unrolled_leaves
-from internevo_jax.checkpoint.hf_safetensors import parse_size, write_sharded
+from internevo_jax.checkpoint.hf_safetensors import write_sharded
 from internevo_jax.checkpoint.hf_tokenizer import write_tokenizer
+from internevo_jax.config.units import parse_size
 
 logger = logging.getLogger("internevo_jax")
 

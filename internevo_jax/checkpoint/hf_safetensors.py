@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -20,32 +19,6 @@ from internevo_jax.checkpoint.errors import CheckpointError
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)
-_UNITS = {
-    "": 1,
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "TB": 10**12,
-    "KIB": 2**10,
-    "MIB": 2**20,
-    "GIB": 2**30,
-    "TIB": 2**40,
-}
-
-
-def parse_size(text: str | int) -> int:
-    """'5GB' -> 5e9 bytes, '500MiB' -> 500 * 2**20 (transformers' max_shard_size convention)."""
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(str(text))
-    unit = match.group(2).upper() if match else None
-    if unit in ("K", "M", "G", "T"):
-        unit += "B"
-    if not match or unit not in _UNITS:
-        raise ValueError(f"cannot read the size {text!r}; write it like 5GB, 500MB or 2GiB")
-    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def plan_shards(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:

@@ -9,11 +9,10 @@ See docs/config.md for the file format, the extension keys and the override synt
 
 from .errors import ConfigError
 from .loader import config_from_dict, load_config
-from .parallel_sizes import MESH_AXES, ParallelSizes, parallel_sizes
+from .parallel_sizes import ParallelSizes, parallel_sizes
 from .schema import (
     DTYPES,
     PIPELINE_MODES,
-    REMAT_POLICIES,
     TENSOR_MODES,
     AdamConfig,
     AlertConfig,
@@ -39,9 +38,7 @@ from .schema import (
 
 __all__ = [
     "DTYPES",
-    "MESH_AXES",
     "PIPELINE_MODES",
-    "REMAT_POLICIES",
     "TENSOR_MODES",
     "AdamConfig",
     "AlertConfig",

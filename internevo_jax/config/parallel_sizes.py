@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from .errors import ConfigError
 from .schema import Config
 
-MESH_AXES = ("pipeline", "data", "fsdp", "tensor")
-
 
 @dataclass(frozen=True)
 class ParallelSizes:
@@ -27,7 +25,7 @@ class ParallelSizes:
 
     @property
     def mesh_shape(self) -> tuple[int, int, int, int]:
-        """Axis sizes in MESH_AXES order."""
+        """Axis sizes in names.MESH_AXES order."""
         return (self.pipeline, self.data, self.fsdp, self.tensor)
 
 

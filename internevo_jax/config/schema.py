@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from internevo_jax.names import MLP_MULTIPLE_OF, round_mlp_hidden_size
+
 # dtype string -> (jnp dtype name, jax.default_matmul_precision value or None).
 # "torch.tf32" computes in float32 with TF32 matmuls, as InternEvo's allow_tf32 switch does.
 DTYPES: dict[str, tuple[str, str | None]] = {
@@ -34,8 +36,6 @@ DTYPES: dict[str, tuple[str, str | None]] = {
 }
 TENSOR_MODES = ("mtp", "msp", "fsp", "isp")
 PIPELINE_MODES = ("1F1B", "ZBH1", "ZBV")
-REMAT_POLICIES = ("full", "save_matmuls", "none")
-NORM_TYPES = ("rmsnorm", "layernorm")
 CKPT_CONTENT = ("model", "sampler", "optimizer", "scheduler", "all")
 MIB = 1024 * 1024
 
@@ -84,7 +84,7 @@ class ModelConfig:
     hidden_size: int = 2048
     num_layers: int = 48
     mlp_ratio: float = 4.0
-    multiple_of: int = 256
+    multiple_of: int = MLP_MULTIPLE_OF
     apply_post_layer_norm: bool = False
     dtype: str = "torch.float16"
     norm_type: str = "rmsnorm"
@@ -143,8 +143,7 @@ class ModelConfig:
     @property
     def mlp_hidden_size(self) -> int:
         """int(hidden_size * mlp_ratio) rounded up to a multiple of ``multiple_of`` (4096*8/3 -> 11008)."""
-        hidden = int(self.hidden_size * self.mlp_ratio)
-        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+        return round_mlp_hidden_size(self.hidden_size, self.mlp_ratio, self.multiple_of)
 
     @property
     def checkpoint_layers(self) -> int:

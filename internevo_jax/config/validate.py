@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 
+from internevo_jax.names import NORM_TYPES, REMAT_POLICY_NAMES
+
 from .errors import ConfigError
-from .schema import CKPT_CONTENT, DTYPES, NORM_TYPES, PIPELINE_MODES, REMAT_POLICIES, TENSOR_MODES, Config
+from .schema import CKPT_CONTENT, DTYPES, PIPELINE_MODES, TENSOR_MODES, Config
 
 
 class _Checker:
@@ -103,7 +105,7 @@ def _check_model(cfg: Config, c: _Checker) -> None:
         f'"torch.float32", "torch.tf32" (or float16/bfloat16/float32/fp16/bf16/fp32/tf32).',
     )
     c.one_of(m.norm_type, NORM_TYPES, "model.norm_type")
-    c.one_of(m.remat_policy, REMAT_POLICIES, "model.remat_policy")
+    c.one_of(m.remat_policy, REMAT_POLICY_NAMES, "model.remat_policy")
     c.require(bool(m.attention_backend), "model.attention_backend", 'must not be empty; use "auto".')
     for key in ("drop_rate", "attn_drop_rate"):
         value = getattr(m, key)

@@ -26,10 +26,11 @@ import numpy as np
 from internevo_jax.data.binmeta import BinSource, load_bin_folder
 from internevo_jax.data.errors import DataError
 from internevo_jax.data.mock import TRAIN_MOCK_SAMPLES, VALID_MOCK_SAMPLES_PER_RANK, MockSource
-from internevo_jax.data.packing import IGNORE_INDEX, PACK_KEYS, ConcatDataset, PackedDataset
+from internevo_jax.data.packing import PACK_KEYS, ConcatDataset, PackedDataset
 from internevo_jax.data.sampler import BatchSchedule, BatchSkipper, changed_settings
 from internevo_jax.data.streaming import StreamingTrainLoader, build_streaming_loader
 from internevo_jax.data.workers import GrainBatches, import_grain
+from internevo_jax.names import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

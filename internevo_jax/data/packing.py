@@ -28,8 +28,9 @@ from typing import Protocol
 
 import numpy as np
 
+from internevo_jax.names import IGNORE_INDEX
+
 DEFAULT_PACK_SEED = 1024
-IGNORE_INDEX = -100
 PACK_KEYS = ("input_ids", "labels", "positions", "segment_ids", "type_ids")
 
 

@@ -11,7 +11,6 @@ from internevo_jax.model.args import (
     InitStds,
     ModelArgs,
     check_supported,
-    round_mlp_hidden_size,
 )
 from internevo_jax.model.attention import (
     attention_backend_name,
@@ -34,6 +33,7 @@ from internevo_jax.model.registry import (
     register_model,
 )
 from internevo_jax.model.remat import REMAT_POLICIES
+from internevo_jax.names import round_mlp_hidden_size
 
 __all__ = [
     "INTERNEVO_02_INIT",

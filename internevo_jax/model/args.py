@@ -12,8 +12,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-NORM_TYPES = ("rmsnorm", "layernorm")
-REMAT_POLICY_NAMES = ("full", "save_matmuls", "none")
+from internevo_jax.names import NORM_TYPES, REMAT_POLICY_NAMES
 
 # InternEvo's InternLM1 init (modeling_internlm.py): embedding/head 0.0052; Wqkv, w1, w3 0.006;
 # wo and w2 0.006 / sqrt(2 * (layer + 1)) with use_scaled_init, else a flat 0.0015.
@@ -35,15 +34,6 @@ class InitStds:
 INTERNLM_INIT = InitStds(INTERNLM_EMBED_STD, INTERNLM_EMBED_STD, INTERNLM_PROJ_STD, INTERNLM_UNSCALED_OUT_STD)
 # InternEvo's InternLM2 and LLaMA2 builders default every std to 0.02, scaled or not.
 INTERNEVO_02_INIT = InitStds(0.02, 0.02, 0.02, 0.02)
-
-
-def round_mlp_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int = 256) -> int:
-    """InternEvo's SwiGLU width: int(hidden * ratio) rounded UP to a multiple of `multiple_of`.
-
-    4096 * 8/3 = 10922.67 -> 10922 -> 11008 (the 7B model).
-    """
-    hidden = int(hidden_size * mlp_ratio)
-    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,21 +128,16 @@ class ModelArgs:
         """Read the model settings of a Config (`cfg.model`, `cfg.use_fp32_norm`).
 
         `init` holds the model family's default init stds; `overrides` set fields a model type
-        fixes itself (e.g. InternLM2's fused wqkv). Only attribute access is used, and settings
-        missing from `cfg.model` take their InternEvo defaults, so any object with the same
-        names works.
+        fixes itself (e.g. InternLM2's fused wqkv). Every value comes from the typed config
+        field of the same name (config/schema.py holds the defaults, once).
         """
         check_supported(cfg)
         m = cfg.model
         heads = int(m.num_attention_heads)
-        kv_heads = getattr(m, "num_kv_attention_heads", None) or heads
-        head_dim = getattr(m, "head_dim", None) or int(m.hidden_size) // heads
-        scaled = bool(getattr(m, "use_scaled_init", True))
         # With use_scaled_init=False InternEvo's InternLM1 gives wo and w2 a flat, smaller std.
-        out_default = init.proj if scaled else init.unscaled_out
+        out_default = init.proj if m.use_scaled_init else init.unscaled_out
 
-        def std(key: str, default: float) -> float:
-            value = getattr(m, key, None)
+        def std(value: float | None, default: float) -> float:
             return float(default if value is None else value)
 
         values = dict(
@@ -160,36 +145,33 @@ class ModelArgs:
             hidden_size=int(m.hidden_size),
             num_layers=int(m.num_layers),
             num_heads=heads,
-            num_kv_heads=int(kv_heads),
-            head_dim=int(head_dim),
-            mlp_hidden_size=int(
-                getattr(m, "mlp_hidden_size", None)
-                or round_mlp_hidden_size(m.hidden_size, m.mlp_ratio, getattr(m, "multiple_of", 256))
-            ),
-            norm_type=str(getattr(m, "norm_type", "rmsnorm")).lower(),
-            norm_eps=float(getattr(m, "layer_norm_epsilon", 1e-5)),
-            fp32_norm=bool(getattr(cfg, "use_fp32_norm", True)),
-            rope_base=float(getattr(m, "rope_base", 10000)),
-            dynamic_ntk=bool(getattr(m, "use_dynamic_ntk_rope", False)),
-            max_position_embeddings=int(getattr(m, "max_position_embeddings", 2048)),
-            qkv_bias=not bool(getattr(m, "no_bias", False)),
-            out_bias=not bool(getattr(m, "no_bias", False)),
-            residual_in_fp32=bool(getattr(m, "residual_in_fp32", False)),
-            embed_grad_scale=float(getattr(m, "embed_grad_scale", 1.0)),
-            embed_init_std=std("embedding_init_std", init.embed),
-            head_init_std=std("out_head_init_std", init.head),
-            qkv_init_std=std("attn_wqkv_init_std", init.proj),
-            out_init_std=std("attn_other_init_std", out_default),
-            ffn_up_init_std=std("ffn_uplayer_init_std", init.proj),
-            ffn_down_init_std=std("ffn_other_init_std", out_default),
-            scaled_init=scaled,
-            dtype=getattr(m, "compute_dtype", jnp.float32),
-            precision=getattr(m, "matmul_precision", None),
-            checkpoint_layers=int(getattr(m, "checkpoint_layers", 0)),
-            remat_policy=str(getattr(m, "remat_policy", "full")),
-            scan_layers=bool(getattr(m, "scan_layers", False)),
-            attention_backend=str(getattr(m, "attention_backend", "auto") or "auto"),
-            use_flash_attn=bool(getattr(m, "use_flash_attn", True)),
+            num_kv_heads=int(m.num_kv_attention_heads or heads),
+            head_dim=int(m.head_dim),
+            mlp_hidden_size=int(m.mlp_hidden_size),
+            norm_type=str(m.norm_type).lower(),
+            norm_eps=float(m.layer_norm_epsilon),
+            fp32_norm=bool(cfg.use_fp32_norm),
+            rope_base=float(m.rope_base),
+            dynamic_ntk=bool(m.use_dynamic_ntk_rope),
+            max_position_embeddings=int(m.max_position_embeddings),
+            qkv_bias=not m.no_bias,
+            out_bias=not m.no_bias,
+            residual_in_fp32=bool(m.residual_in_fp32),
+            embed_grad_scale=float(m.embed_grad_scale),
+            embed_init_std=std(m.embedding_init_std, init.embed),
+            head_init_std=std(m.out_head_init_std, init.head),
+            qkv_init_std=std(m.attn_wqkv_init_std, init.proj),
+            out_init_std=std(m.attn_other_init_std, out_default),
+            ffn_up_init_std=std(m.ffn_uplayer_init_std, init.proj),
+            ffn_down_init_std=std(m.ffn_other_init_std, out_default),
+            scaled_init=bool(m.use_scaled_init),
+            dtype=m.compute_dtype,
+            precision=m.matmul_precision,
+            checkpoint_layers=int(m.checkpoint_layers),
+            remat_policy=str(m.remat_policy),
+            scan_layers=bool(m.scan_layers),
+            attention_backend=str(m.attention_backend or "auto"),
+            use_flash_attn=bool(m.use_flash_attn),
         )
         values.update(overrides)
         return cls(**values)
@@ -214,7 +196,7 @@ def check_supported(cfg: Any) -> None:
     m = cfg.model
     problems = []
     for key, good, why in _UNSUPPORTED:
-        value = getattr(m, key, good)
+        value = getattr(m, key)  # the names in _UNSUPPORTED are ModelConfig fields
         if value != good:
             problems.append(f"model.{key}={value!r}: {why}; use {good!r}")
     if problems:

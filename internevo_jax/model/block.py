@@ -14,7 +14,6 @@ import jax
 from internevo_jax.model.args import ModelArgs
 from internevo_jax.model.attention import select_attention_backend
 from internevo_jax.model.layers import (
-    ACT_EMBED,
     FeedForward,
     apply_rotary,
     dense,
@@ -24,8 +23,7 @@ from internevo_jax.model.layers import (
     rope_tables,
     softmax_scale,
 )
-
-ACT_HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+from internevo_jax.names import ACT_EMBED, ACT_HEADS, EMBED, HEADS, KV_HEADS
 
 
 def split_grouped_qkv(qkv: jax.Array, num_heads: int, num_kv_heads: int, head_dim: int):
@@ -47,16 +45,16 @@ def project_qkv(a: ModelArgs, x: jax.Array):
     if a.fused_qkv:
         # One kernel column block per kv group: tensor-parallel splits of "heads" that divide
         # the kv head count keep whole groups together, as InternEvo's wqkv split does.
-        init = normal_init(a.qkv_init_std, ("embed", "heads"))
+        init = normal_init(a.qkv_init_std, (EMBED, HEADS))
         width = a.num_kv_heads * (a.num_heads // a.num_kv_heads + 2) * a.head_dim
-        qkv = dense(a, width, init, use_bias=a.qkv_bias, bias_name="heads", name="wqkv")(x)
+        qkv = dense(a, width, init, use_bias=a.qkv_bias, bias_name=HEADS, name="wqkv")(x)
         return split_grouped_qkv(qkv, a.num_heads, a.num_kv_heads, a.head_dim)
-    q_init = normal_init(a.qkv_init_std, ("embed", "heads"))
-    kv_init = normal_init(a.qkv_init_std, ("embed", "kv_heads"))
+    q_init = normal_init(a.qkv_init_std, (EMBED, HEADS))
+    kv_init = normal_init(a.qkv_init_std, (EMBED, KV_HEADS))
     kv_width = a.num_kv_heads * a.head_dim
-    q = dense(a, a.num_heads * a.head_dim, q_init, use_bias=a.qkv_bias, bias_name="heads", name="wq")(x)
-    k = dense(a, kv_width, kv_init, use_bias=a.qkv_bias, bias_name="kv_heads", name="wk")(x)
-    v = dense(a, kv_width, kv_init, use_bias=a.qkv_bias, bias_name="kv_heads", name="wv")(x)
+    q = dense(a, a.num_heads * a.head_dim, q_init, use_bias=a.qkv_bias, bias_name=HEADS, name="wq")(x)
+    k = dense(a, kv_width, kv_init, use_bias=a.qkv_bias, bias_name=KV_HEADS, name="wk")(x)
+    v = dense(a, kv_width, kv_init, use_bias=a.qkv_bias, bias_name=KV_HEADS, name="wv")(x)
     return (
         q.reshape(b, t, a.num_heads, a.head_dim),
         k.reshape(b, t, a.num_kv_heads, a.head_dim),
@@ -100,8 +98,8 @@ class Attention(nn.Module):
         out = backend.fn(q, k, v, segment_ids, scale=softmax_scale(a.head_dim), precision=a.precision)
         out = nn.with_logical_constraint(out, ACT_HEADS).reshape(b, t, a.num_heads * a.head_dim)
 
-        o_init = out_proj_init(a, a.out_init_std, layer_idx, ("heads", "embed"))
-        return dense(a, x.shape[-1], o_init, use_bias=a.out_bias, bias_name="embed", name="wo")(out)
+        o_init = out_proj_init(a, a.out_init_std, layer_idx, (HEADS, EMBED))
+        return dense(a, x.shape[-1], o_init, use_bias=a.out_bias, bias_name=EMBED, name="wo")(out)
 
 
 class DecoderBlock(nn.Module):

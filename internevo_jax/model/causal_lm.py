@@ -12,8 +12,9 @@ import jax.numpy as jnp
 
 from internevo_jax.model.args import ModelArgs
 from internevo_jax.model.block import DecoderBlock
-from internevo_jax.model.layers import ACT_EMBED, ACT_VOCAB, Embedding, Head, make_norm, scale_grad
+from internevo_jax.model.layers import Embedding, Head, make_norm, scale_grad
 from internevo_jax.model.remat import remat_block
+from internevo_jax.names import ACT_EMBED, ACT_VOCAB, LAYERS
 
 
 def decoder_stack(args: ModelArgs, x, positions, segment_ids):
@@ -33,7 +34,7 @@ def decoder_stack(args: ModelArgs, x, positions, segment_ids):
             split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast, 0),
             length=args.num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
+            metadata_params={nn.PARTITION_NAME: LAYERS},
         )
         layer_ids = jnp.arange(args.num_layers, dtype=jnp.int32)
         x, _ = scanned(args, scan_mode=True, name="layers")(x, positions, segment_ids, layer_ids)

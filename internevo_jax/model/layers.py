@@ -15,10 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from internevo_jax.model.args import ModelArgs
-
-ACT_EMBED = ("activation_batch", "activation_length", "activation_embed")
-ACT_MLP = ("activation_batch", "activation_length", "activation_mlp")
-ACT_VOCAB = ("activation_batch", "activation_length", "activation_vocab")
+from internevo_jax.names import ACT_MLP, EMBED, MLP, NORM, VOCAB
 
 
 def normal_init(std: float, names: tuple[str, ...]):
@@ -106,7 +103,7 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         a = self.args
-        scale = self.param("scale", ones_init(("norm",)), (x.shape[-1],), a.param_dtype)
+        scale = self.param("scale", ones_init((NORM,)), (x.shape[-1],), a.param_dtype)
         xf = x.astype(jnp.float32)
         normed = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + a.norm_eps)
         if a.fp32_norm:
@@ -123,8 +120,8 @@ class LayerNorm(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         a = self.args
         dim = x.shape[-1]
-        scale = self.param("scale", ones_init(("norm",)), (dim,), a.param_dtype)
-        bias = self.param("bias", zeros_init(("norm",)), (dim,), a.param_dtype)
+        scale = self.param("scale", ones_init((NORM,)), (dim,), a.param_dtype)
+        bias = self.param("bias", zeros_init((NORM,)), (dim,), a.param_dtype)
         xf = x.astype(jnp.float32)
         mean = jnp.mean(xf, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
@@ -204,12 +201,12 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array, layer_idx: Any) -> jax.Array:
         a = self.args
         hidden = a.mlp_hidden_size
-        up_init = normal_init(a.ffn_up_init_std, ("embed", "mlp"))
-        gate = dense(a, hidden, up_init, use_bias=False, bias_name="mlp", name="w1")(x)
-        up = dense(a, hidden, up_init, use_bias=False, bias_name="mlp", name="w3")(x)
+        up_init = normal_init(a.ffn_up_init_std, (EMBED, MLP))
+        gate = dense(a, hidden, up_init, use_bias=False, bias_name=MLP, name="w1")(x)
+        up = dense(a, hidden, up_init, use_bias=False, bias_name=MLP, name="w3")(x)
         h = nn.with_logical_constraint(nn.silu(gate) * up, ACT_MLP)
-        down_init = out_proj_init(a, a.ffn_down_init_std, layer_idx, ("mlp", "embed"))
-        return dense(a, x.shape[-1], down_init, use_bias=False, bias_name="embed", name="w2")(h)
+        down_init = out_proj_init(a, a.ffn_down_init_std, layer_idx, (MLP, EMBED))
+        return dense(a, x.shape[-1], down_init, use_bias=False, bias_name=EMBED, name="w2")(h)
 
 
 class Embedding(nn.Module):
@@ -226,7 +223,7 @@ class Embedding(nn.Module):
         a = self.args
         table = self.param(
             "embedding",
-            normal_init(a.embed_init_std, ("vocab", "embed")),
+            normal_init(a.embed_init_std, (VOCAB, EMBED)),
             (a.vocab_size, a.hidden_size),
             a.param_dtype,
         )
@@ -248,7 +245,7 @@ class Head(nn.Module):
         a = self.args
         kernel = self.param(
             "kernel",
-            normal_init(a.head_init_std, ("embed", "vocab")),
+            normal_init(a.head_init_std, (EMBED, VOCAB)),
             (x.shape[-1], a.vocab_size),
             a.param_dtype,
         )

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from internevo_jax.names import LAYERS
+
 _LAYER_KEY = re.compile(r"^layers_(\d+)$")
 
 
@@ -46,7 +48,7 @@ def stack_layers(tree: dict) -> dict:
     def stack(*leaves):
         if _is_box(leaves[0]):
             value = jnp.stack([leaf.value for leaf in leaves])
-            return leaves[0].replace(value=value, names=("layers", *leaves[0].names))
+            return leaves[0].replace(value=value, names=(LAYERS, *leaves[0].names))
         return jnp.stack(leaves)
 
     params["layers"] = jax.tree.map(stack, *layers, is_leaf=_is_box)

@@ -5,16 +5,22 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-# "full": keep only the block's inputs; the backward pass reruns the whole block (InternEvo's
-#         activation checkpointing).
-# "save_matmuls": keep the outputs of weight matmuls (dots without batch dimensions, i.e. the
-#         q/k/v/o and MLP projections); attention scores, norms and activations are recomputed.
-# "none": no rematerialisation even if checkpoint > 0.
-REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "save_matmuls": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "none": None,
-}
+from internevo_jax.names import REMAT_POLICY_NAMES
+
+# The jax policy of each name in names.REMAT_POLICY_NAMES. "save_matmuls" keeps the outputs of the
+# dots without batch dimensions (the q/k/v/o and MLP projections); attention scores, norms and
+# activations are recomputed.
+REMAT_POLICIES = dict(
+    zip(
+        REMAT_POLICY_NAMES,
+        (
+            jax.checkpoint_policies.nothing_saveable,
+            jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+            None,
+        ),
+        strict=True,
+    )
+)
 
 
 def remat_block(block_cls: type[nn.Module], policy_name: str, *, in_scan: bool) -> type[nn.Module]:

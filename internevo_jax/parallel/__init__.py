@@ -10,7 +10,7 @@ from internevo_jax.parallel.launch import (
     initialize_distributed,
     resolve_launch,
 )
-from internevo_jax.parallel.mesh import MESH_AXES, build_mesh, local_dp_ranks
+from internevo_jax.parallel.mesh import build_mesh, local_dp_ranks
 from internevo_jax.parallel.pipeline import PipelineSchedule, run_pipeline
 from internevo_jax.parallel.rules import (
     LayoutRules,
@@ -24,7 +24,6 @@ from internevo_jax.parallel.rules import (
 from internevo_jax.parallel.zero import compute_copy, compute_shardings
 
 __all__ = [
-    "MESH_AXES",
     "LAUNCHERS",
     "LaunchError",
     "LaunchInfo",

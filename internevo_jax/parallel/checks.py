@@ -7,40 +7,57 @@ from collections.abc import Mapping
 import numpy as np
 
 from internevo_jax.config import ConfigError
+from internevo_jax.names import (
+    ACT_HEADS_DIM,
+    ACT_LENGTH,
+    ACT_MLP_DIM,
+    ACT_VOCAB_DIM,
+    DATA,
+    EMBED,
+    FSDP,
+    HEADS,
+    KV_HEADS,
+    LAYERS,
+    MLP,
+    NORM,
+    PIPELINE,
+    TENSOR,
+    VOCAB,
+)
 
 # mesh axis -> the config key that sets its size
 _AXIS_KEYS = {
-    "tensor": "parallel.tensor.size",
-    "fsdp": "the zero1/weight group (parallel.zero1.size / parallel.weight.size)",
-    "pipeline": "parallel.pipeline.size",
-    "data": "the data-parallel size",
+    TENSOR: "parallel.tensor.size",
+    FSDP: "the zero1/weight group (parallel.zero1.size / parallel.weight.size)",
+    PIPELINE: "parallel.pipeline.size",
+    DATA: "the data-parallel size",
 }
 
 
 def _dims(args, seq_len: int | None) -> dict[str, list[tuple[int, str]]]:
     """Logical axis -> the model sizes that lie along it, each with the config key behind it."""
     dims = {
-        "heads": [
+        HEADS: [
             (args.num_heads, "model.num_attention_heads"),
             (args.num_kv_heads, "model.num_kv_attention_heads"),
         ],
-        "kv_heads": [(args.num_kv_heads, "model.num_kv_attention_heads")],
-        "mlp": [
+        KV_HEADS: [(args.num_kv_heads, "model.num_kv_attention_heads")],
+        MLP: [
             (args.mlp_hidden_size, "the MLP width (model.hidden_size * mlp_ratio, rounded up to multiple_of)")
         ],
-        "vocab": [(args.vocab_size, "model.vocab_size")],
-        "embed": [(args.hidden_size, "model.hidden_size")],
-        "norm": [(args.hidden_size, "model.hidden_size")],
-        "layers": [(args.num_layers, "model.num_layers")],
-        "activation_heads": [
+        VOCAB: [(args.vocab_size, "model.vocab_size")],
+        EMBED: [(args.hidden_size, "model.hidden_size")],
+        NORM: [(args.hidden_size, "model.hidden_size")],
+        LAYERS: [(args.num_layers, "model.num_layers")],
+        ACT_HEADS_DIM: [
             (args.num_heads, "model.num_attention_heads"),
             (args.num_kv_heads, "model.num_kv_attention_heads"),
         ],
-        "activation_mlp": [(args.mlp_hidden_size, "the MLP width")],
-        "activation_vocab": [(args.vocab_size, "model.vocab_size")],
+        ACT_MLP_DIM: [(args.mlp_hidden_size, "the MLP width")],
+        ACT_VOCAB_DIM: [(args.vocab_size, "model.vocab_size")],
     }
     if seq_len is not None:
-        dims["activation_length"] = [(seq_len, "data.seq_len")]
+        dims[ACT_LENGTH] = [(seq_len, "data.seq_len")]
     return dims
 
 
@@ -55,7 +72,7 @@ def check_layout(args, mesh_shape: Mapping[str, int], rules, *, seq_len: int | N
     for logical, axes in rules:
         if axes is None or logical not in dims:
             continue
-        if logical == "layers" and not args.scan_layers:
+        if logical == LAYERS and not args.scan_layers:
             continue
         names = (axes,) if isinstance(axes, str) else tuple(axes)
         parts = int(np.prod([mesh_shape.get(a, 1) for a in names]))

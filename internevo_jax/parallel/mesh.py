@@ -11,11 +11,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 from internevo_jax.config import ParallelSizes
-
-# Order matters: the last axis varies fastest over the device list, so "tensor" lands on
-# neighbouring devices (same host / ICI ring) where its frequent collectives are cheapest, and
-# "pipeline" / "data" (point-to-point and once-per-step traffic) span hosts.
-MESH_AXES = ("pipeline", "data", "fsdp", "tensor")
+from internevo_jax.names import FSDP, MESH_AXES
 
 
 def split_over_hosts(shape: Sequence[int], hosts: int) -> tuple[list[int], list[int]] | None:
@@ -95,7 +91,7 @@ def local_dp_ranks(mesh: Mesh) -> list[int]:
     A batch row is split over ("data", "fsdp"); rank = data_index * fsdp_size + fsdp_index.
     """
     me = jax.process_index()
-    fsdp = mesh.shape["fsdp"]
+    fsdp = mesh.shape[FSDP]
     ranks = set()
     for idx in np.ndindex(mesh.devices.shape):
         if mesh.devices[idx].process_index == me:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from internevo_jax.config import ConfigError
+from internevo_jax.names import PIPELINE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,7 @@ def run_pipeline(
         raise ValueError(f"pipeline built for {m} micro-batches got {inputs.shape[0]}")
     stage_params = pin_params(jax.tree.map(lambda p: split_layers(p, schedule), layer_params))
     stage_ids = jnp.arange(s)
-    run_stages = jax.vmap(jax.checkpoint(stage_fn), spmd_axis_name="pipeline")
+    run_stages = jax.vmap(jax.checkpoint(stage_fn), spmd_axis_name=PIPELINE)
 
     def pick_repeat(params, repeat):
         return jax.tree.map(lambda p: jax.lax.dynamic_index_in_dim(p, repeat, 0, keepdims=False), params)

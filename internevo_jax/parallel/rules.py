@@ -13,8 +13,28 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from internevo_jax.config import Config, ConfigError
+from internevo_jax.names import (
+    ACT_BATCH,
+    ACT_EMBED_DIM,
+    ACT_HEADS_DIM,
+    ACT_KV_DIM,
+    ACT_LENGTH,
+    ACT_MLP_DIM,
+    ACT_STAGE,
+    ACT_VOCAB_DIM,
+    BATCH_AXES,
+    EMBED,
+    FSDP,
+    HEADS,
+    KV_HEADS,
+    LAYERS,
+    MLP,
+    NORM,
+    PIPELINE,
+    TENSOR,
+    VOCAB,
+)
 
-BATCH_AXES = ("data", "fsdp")
 SEQUENCE_PARALLEL_MODES = ("msp", "fsp", "isp")
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
@@ -79,28 +99,28 @@ def logical_axis_rules(cfg: Config) -> Rules:
     par = cfg.parallel
     chunks = _check_pipeline(cfg)
     mode = par.tensor.mode
-    tp_weights = None if mode == "isp" else "tensor"
-    sequence = "tensor" if mode in SEQUENCE_PARALLEL_MODES else None
-    param_fsdp = "fsdp" if (par.zero1.fsdp or par.weight.size > 1) else None
+    tp_weights = None if mode == "isp" else TENSOR
+    sequence = TENSOR if mode in SEQUENCE_PARALLEL_MODES else None
+    param_fsdp = FSDP if (par.zero1.fsdp or par.weight.size > 1) else None
     table = (
         # activations; heads/mlp/vocab come before length so that they win "tensor" where both
         # appear in one array (q/k/v, the MLP hidden, the logits)
-        ("activation_stage", "pipeline"),  # the stage axis of the pipeline schedule's buffers
-        ("activation_batch", BATCH_AXES),
-        ("activation_heads", "tensor"),
-        ("activation_mlp", tp_weights),
-        ("activation_vocab", tp_weights),
-        ("activation_length", sequence),
-        ("activation_embed", None),
-        ("activation_kv", None),
+        (ACT_STAGE, PIPELINE),  # the stage axis of the pipeline schedule's buffers
+        (ACT_BATCH, BATCH_AXES),
+        (ACT_HEADS_DIM, TENSOR),
+        (ACT_MLP_DIM, tp_weights),
+        (ACT_VOCAB_DIM, tp_weights),
+        (ACT_LENGTH, sequence),
+        (ACT_EMBED_DIM, None),
+        (ACT_KV_DIM, None),
         # parameters
-        ("vocab", tp_weights),
-        ("heads", tp_weights),
-        ("kv_heads", tp_weights),
-        ("mlp", tp_weights),
-        ("embed", param_fsdp),
-        ("norm", None),
-        ("layers", "pipeline"),  # stacked layers (scan_layers): each stage holds its own
+        (VOCAB, tp_weights),
+        (HEADS, tp_weights),
+        (KV_HEADS, tp_weights),
+        (MLP, tp_weights),
+        (EMBED, param_fsdp),
+        (NORM, None),
+        (LAYERS, PIPELINE),  # stacked layers (scan_layers): each stage holds its own
     )
     return LayoutRules(table, pipeline_chunks=chunks)
 
@@ -111,12 +131,12 @@ def master_axis_rules(rules: Rules) -> Rules:
     Every parameter with an embedding (or norm) dimension is sharded over "fsdp" along it,
     whether or not the compute copy is (a no-op when the fsdp axis has size 1).
     """
-    return tuple((name, "fsdp" if name in ("embed", "norm") else axes) for name, axes in rules)
+    return tuple((name, FSDP if name in (EMBED, NORM) else axes) for name, axes in rules)
 
 
 def params_sharded_for_compute(rules: Rules) -> bool:
     """True when the compute copy of the weights stays sharded over "fsdp" (FSDP / ZeRO-3)."""
-    return dict(rules).get("embed") == "fsdp"
+    return dict(rules).get(EMBED) == FSDP
 
 
 def shardings_for(logical_specs, mesh: Mesh, rules) -> object:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from internevo_jax.names import FSDP
 from internevo_jax.parallel.rules import params_sharded_for_compute
 
 
@@ -36,7 +37,7 @@ def compute_shardings(master_shardings, rules):
     """Shardings of the compute copy: the master's, without "fsdp" unless the weights are FSDP."""
     if params_sharded_for_compute(rules):
         return master_shardings
-    return jax.tree.map(lambda s: NamedSharding(s.mesh, _drop_axis(s.spec, "fsdp")), master_shardings)
+    return jax.tree.map(lambda s: NamedSharding(s.mesh, _drop_axis(s.spec, FSDP)), master_shardings)
 
 
 def compute_dtypes(params, args: Any):

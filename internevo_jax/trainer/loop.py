@@ -14,6 +14,7 @@ from internevo_jax.checkpoint import build_checkpoint_manager
 from internevo_jax.config import Config
 from internevo_jax.data import build_train_loader, build_valid_loaders
 from internevo_jax.monitor import JsonlWriter, format_metrics_line, logger
+from internevo_jax.names import RUNS_ROOT
 from internevo_jax.parallel import local_dp_ranks
 from internevo_jax.trainer.build import build_trainer
 from internevo_jax.trainer.metrics import dense_params, model_flops_per_token, peak_flops_for, step_record
@@ -36,7 +37,7 @@ class FitResult:
 
 def resolve_run_dir(cfg: Config) -> str:
     """The run folder: `run_dir` from the config, else runs/<JOB_NAME>."""
-    return cfg.run_dir or os.path.join("runs", cfg.job_name)
+    return cfg.run_dir or os.path.join(RUNS_ROOT, cfg.job_name)
 
 
 def write_resolved_config(cfg: Config, run_dir: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-IGNORE_INDEX = -100
+from internevo_jax.names import IGNORE_INDEX
 
 
 def cross_entropy(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 from collections.abc import Sequence
 
 import jax
@@ -19,22 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from internevo_jax.config import Config, ConfigError
+from internevo_jax.config.units import parse_size
 from internevo_jax.parallel import batch_sharding, mesh_context, parallel_env
 from internevo_jax.parallel.zero import compute_dtypes, compute_shardings
 
 GiB = 1024**3
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 1e3,
-    "mb": 1e6,
-    "gb": 1e9,
-    "tb": 1e12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-}
-_UNITS["tib"] = 2**40
 # LLVM optimisation only changes generated code, not buffer assignment, and dominates CPU compile time.
 _COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 BATCH_KEYS = ("input_ids", "labels", "positions", "segment_ids", "type_ids")
@@ -42,11 +30,10 @@ BATCH_KEYS = ("input_ids", "labels", "positions", "segment_ids", "type_ids")
 
 def parse_memory(text: str) -> int:
     """'80GB' -> 80e9 bytes, '80GiB' -> 80 * 2**30, '85899345920' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise ConfigError(f"--device-memory={text!r} is not a size like 80GB, 80GiB or 96e9.")
-    return int(float(match.group(1)) * _UNITS[unit])
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise ConfigError(f"--device-memory={text!r} is not a size like 80GB, 80GiB or 96e9.") from None
 
 
 def use_cpu_devices(count: int) -> None:

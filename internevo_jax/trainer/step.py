@@ -15,8 +15,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 from internevo_jax.config import ConfigError
 from internevo_jax.model.args import ModelArgs
 from internevo_jax.model.causal_lm import CausalLM, decoder_stack
-from internevo_jax.model.layers import ACT_EMBED, ACT_VOCAB, Embedding, Head, make_norm, scale_grad
+from internevo_jax.model.layers import Embedding, Head, make_norm, scale_grad
 from internevo_jax.monitor import logger
+from internevo_jax.names import ACT_EMBED, ACT_PIPELINE_STATE, ACT_VOCAB
 from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of
 from internevo_jax.parallel import batch_sharding, mesh_context
 from internevo_jax.parallel.pipeline import PipelineSchedule, run_pipeline
@@ -122,7 +123,7 @@ def make_pipeline_grads_fn(
     chunk_args = dataclasses.replace(args, num_layers=k, checkpoint_layers=k if args.remat_layers else 0)
     layers = _Layers(chunk_args)
     embedding, head, norm = Embedding(args), Head(args), make_norm(args, "norm")
-    state_names = ("activation_stage", "activation_batch", "activation_length", "activation_embed")
+    state_names = ACT_PIPELINE_STATE
 
     def pin_state(x):
         return nn.with_logical_constraint(x, state_names[: x.ndim])

@@ -11,7 +11,8 @@ from hf_helpers import load_state, random_params, tiny_cfg
 
 from internevo_jax.checkpoint.hf import export_hf, import_hf
 from internevo_jax.checkpoint.hf_layout import tensor_map
-from internevo_jax.checkpoint.hf_safetensors import parse_size, plan_shards
+from internevo_jax.checkpoint.hf_safetensors import plan_shards
+from internevo_jax.config.units import parse_size
 
 
 def internevo_grouped_rows(heads: int, kv_heads: int, head_dim: int) -> list[tuple[str, int, int]]:

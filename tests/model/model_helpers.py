@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from internevo_jax.config import ModelConfig
+
+
+def _schema_defaults() -> dict:
+    """Every ModelConfig field at its InternEvo default (what the real Config would hold)."""
+    out = {}
+    for f in dataclasses.fields(ModelConfig):
+        out[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return out
+
 
 def make_cfg(**overrides):
-    """An object with the Config's model attributes (attribute access only, like the real one)."""
-    m = dict(
+    """An object with the Config's model attributes (attribute access only, like the real one):
+    every ModelConfig field at its default, then the small test model's sizes."""
+    m = _schema_defaults()
+    m.update(
         num_attention_heads=4,
         num_kv_attention_heads=4,
         hidden_size=64,

@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec
 from model_helpers import make_cfg, packed_batch, randomize_params
 
+from internevo_jax.config import config_from_dict
 from internevo_jax.model import ModelArgs, build_model, round_mlp_hidden_size, stack_layers, unstack_layers
 
 LOGICAL_NAMES = {"vocab", "embed", "heads", "kv_heads", "mlp", "norm", "layers"}
@@ -30,8 +31,15 @@ def test_mlp_hidden_size_rounds_up_to_multiple_of_256():
     assert round_mlp_hidden_size(4096, 8 / 3) == 11008
     assert round_mlp_hidden_size(2048, 8 / 3) == 5632
     assert round_mlp_hidden_size(64, 8 / 3, multiple_of=32) == 192
-    cfg = make_cfg(hidden_size=4096, num_attention_heads=32, num_kv_attention_heads=32)
-    del cfg.model.mlp_hidden_size  # without the Config property the model derives it the same way
+    # the real Config: the model reads the width through ModelConfig.mlp_hidden_size
+    cfg = config_from_dict(
+        {
+            "model": dict(
+                hidden_size=4096, num_attention_heads=32, mlp_ratio=8 / 3, num_layers=2, vocab_size=128
+            )
+        },
+        log=lambda *_: None,
+    )
     assert ModelArgs.from_config(cfg).mlp_hidden_size == 11008
 
 

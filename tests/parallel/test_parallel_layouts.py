@@ -11,8 +11,7 @@ from parallel_helpers import tiny_config
 
 from internevo_jax.config import ConfigError, ParallelSizes, parallel_sizes
 from internevo_jax.model import build_model
-from internevo_jax.model.block import ACT_HEADS
-from internevo_jax.model.layers import ACT_EMBED, ACT_MLP, ACT_VOCAB
+from internevo_jax.names import ACT_EMBED, ACT_HEADS, ACT_MLP, ACT_VOCAB
 from internevo_jax.parallel import build_mesh, logical_axis_rules
 from internevo_jax.parallel.mesh import split_over_hosts
 from internevo_jax.parallel.pipeline import PipelineSchedule

@@ -1,0 +1,71 @@
+"""Names and small facts shared by every package, defined once.
+
+This module imports nothing from the project, so config, model, parallel, data and trainer can
+all import it. Change a name here and it changes everywhere.
+"""
+
+from __future__ import annotations
+
+# -- mesh axes -------------------------------------------------------------------------------------
+# Order matters: the last axis varies fastest over the device list, so "tensor" lands on
+# neighbouring devices (same host / ICI ring) where its frequent collectives are cheapest, and
+# "pipeline" / "data" (point-to-point and once-per-step traffic) span hosts.
+PIPELINE = "pipeline"
+DATA = "data"
+FSDP = "fsdp"
+TENSOR = "tensor"
+MESH_AXES = (PIPELINE, DATA, FSDP, TENSOR)
+# The batch is split over both data-parallel axes (the ZeRO group "fsdp" is part of data parallelism).
+BATCH_AXES = (DATA, FSDP)
+
+# -- logical axes of parameters ---------------------------------------------------------------------
+VOCAB = "vocab"
+EMBED = "embed"
+HEADS = "heads"
+KV_HEADS = "kv_heads"
+MLP = "mlp"
+NORM = "norm"
+LAYERS = "layers"  # the leading axis of stacked (scanned) layer weights
+
+# -- logical axes of activations --------------------------------------------------------------------
+ACT_STAGE = "activation_stage"  # the stage axis of the pipeline schedule's buffers
+ACT_BATCH = "activation_batch"
+ACT_LENGTH = "activation_length"
+ACT_EMBED_DIM = "activation_embed"
+ACT_HEADS_DIM = "activation_heads"
+ACT_KV_DIM = "activation_kv"
+ACT_MLP_DIM = "activation_mlp"
+ACT_VOCAB_DIM = "activation_vocab"
+
+# The logical shapes of the large activations: [B, T, hidden], [B, T, heads, head_dim], ...
+ACT_EMBED = (ACT_BATCH, ACT_LENGTH, ACT_EMBED_DIM)
+ACT_HEADS = (ACT_BATCH, ACT_LENGTH, ACT_HEADS_DIM, ACT_KV_DIM)
+ACT_MLP = (ACT_BATCH, ACT_LENGTH, ACT_MLP_DIM)
+ACT_VOCAB = (ACT_BATCH, ACT_LENGTH, ACT_VOCAB_DIM)
+# A pipeline buffer: [stages, micro-batch rows, T, hidden].
+ACT_PIPELINE_STATE = (ACT_STAGE, ACT_BATCH, ACT_LENGTH, ACT_EMBED_DIM)
+
+# -- labels -----------------------------------------------------------------------------------------
+IGNORE_INDEX = -100  # a label that is not trained on (torch's CrossEntropyLoss default, as InternEvo)
+
+# -- model option names -----------------------------------------------------------------------------
+# "full": keep only a block's inputs (InternEvo's activation checkpointing); "save_matmuls": keep
+# the outputs of the weight matmuls; "none": no rematerialisation even if checkpoint > 0.
+REMAT_POLICY_NAMES = ("full", "save_matmuls", "none")
+NORM_TYPES = ("rmsnorm", "layernorm")
+
+# -- MLP width --------------------------------------------------------------------------------------
+MLP_MULTIPLE_OF = 256  # InternEvo's default rounding of the SwiGLU width
+
+
+def round_mlp_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int = MLP_MULTIPLE_OF) -> int:
+    """InternEvo's MLP width: int(hidden * ratio) rounded UP to a multiple of `multiple_of`.
+
+    4096 * 8/3 = 10922.67 -> 10922 -> 11008 (the 7B model).
+    """
+    hidden = int(hidden_size * mlp_ratio)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+# -- run folder -------------------------------------------------------------------------------------
+RUNS_ROOT = "runs"  # a run without `run_dir` writes to runs/<JOB_NAME>
