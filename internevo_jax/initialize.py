@@ -218,27 +218,21 @@ def initialize_trainer(
     {name: scalar}) whose extra metrics are reported with the step's metrics. `params` is taken
     over by the trainer (its optimizer state is built around it).
     """
-    from internevo_jax.optim import DynamicLossScaler
-    from internevo_jax.trainer import Trainer, init_train_state
+    from internevo_jax.trainer.build import assemble_trainer
 
-    scaler = DynamicLossScaler.from_config(cfg)
     shardings = jax.tree.map(lambda p: p.sharding, params)
-    state, state_shardings = init_train_state(params, shardings, optimizer, scaler, env.mesh)
-    return Trainer(
+    return assemble_trainer(
         cfg,
-        model=model,
-        mesh=env.mesh,
-        rules=env.rules,
-        sizes=env.sizes,
-        tx=optimizer,
-        scaler=scaler,
-        state=state,
-        shardings=state_shardings,
+        env,
+        model,
+        params,
+        shardings,
+        optimizer,
         lr_schedule=lr_scheduler,
         beta2_schedule=beta2_scheduler,
         loss_fn=criterion,
         grad_hook=grad_hook,
-        type_names=tuple(dataset_types),
+        type_names=dataset_types,
     )
 
 

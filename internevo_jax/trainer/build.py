@@ -13,7 +13,7 @@ from internevo_jax.data import type_names
 from internevo_jax.model import attention_backend_name, build_model
 from internevo_jax.monitor import logger
 from internevo_jax.optim import DynamicLossScaler, build_optimizer
-from internevo_jax.parallel import parallel_env
+from internevo_jax.parallel import ParallelEnv, parallel_env
 from internevo_jax.trainer.state import init_params, init_train_state
 from internevo_jax.trainer.step import LossFn
 from internevo_jax.trainer.trainer import Trainer
@@ -45,7 +45,7 @@ def build_trainer(
 ) -> Trainer:
     """Mesh, model, optimizer and a freshly initialised sharded train state, wrapped in a Trainer."""
     env = parallel_env(cfg, devices)
-    sizes, mesh, rules = env.sizes, env.mesh, env.rules
+    mesh, rules = env.mesh, env.rules
     devices = list(mesh.devices.flat)
     logger.info(
         "mesh %s on %d %s device(s), %d process(es)",
@@ -56,15 +56,46 @@ def build_trainer(
     )
     model = create_model(cfg)
     tx, lr_schedule, beta2_schedule = build_optimizer(cfg)
-    scaler = DynamicLossScaler.from_config(cfg)
     params, param_shardings = init_params(model, mesh, rules, jax.random.key(cfg.seed), cfg.data.seq_len)
-    state, shardings = init_train_state(params, param_shardings, tx, scaler, mesh)
+    return assemble_trainer(
+        cfg,
+        env,
+        model,
+        params,
+        param_shardings,
+        tx,
+        lr_schedule=lr_schedule,
+        beta2_schedule=beta2_schedule,
+        loss_fn=loss_fn,
+        grad_hook=grad_hook,
+        type_names=tuple(type_names(cfg)),
+    )
+
+
+def assemble_trainer(
+    cfg: Config,
+    env: ParallelEnv,
+    model: nn.Module,
+    params,
+    param_shardings,
+    tx,
+    *,
+    lr_schedule=None,
+    beta2_schedule=None,
+    loss_fn: LossFn | None = None,
+    grad_hook: Callable | None = None,
+    type_names: Sequence[str] = (),
+) -> Trainer:
+    """A Trainer around existing parameters: the loss scaler from the config, the optimizer state
+    built around `params` (placed in `param_shardings`), the compiled step."""
+    scaler = DynamicLossScaler.from_config(cfg)
+    state, shardings = init_train_state(params, param_shardings, tx, scaler, env.mesh)
     return Trainer(
         cfg,
         model=model,
-        mesh=mesh,
-        rules=rules,
-        sizes=sizes,
+        mesh=env.mesh,
+        rules=env.rules,
+        sizes=env.sizes,
         tx=tx,
         scaler=scaler,
         state=state,
@@ -73,5 +104,5 @@ def build_trainer(
         beta2_schedule=beta2_schedule,
         loss_fn=loss_fn,
         grad_hook=grad_hook,
-        type_names=tuple(type_names(cfg)),
+        type_names=tuple(type_names),
     )

@@ -8,6 +8,16 @@ import jax.numpy as jnp
 from internevo_jax.names import IGNORE_INDEX
 
 
+def _token_nll(logits: jax.Array, labels: jax.Array):
+    """(fp32 logits, valid mask, logsumexp, per-token negative log-likelihood); ignored labels read
+    class 0 so the gather stays in range, and the mask removes them."""
+    logits = logits.astype(jnp.float32)
+    valid = labels != IGNORE_INDEX
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    label_logit = jnp.take_along_axis(logits, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
+    return logits, valid, logz, logz - label_logit
+
+
 def cross_entropy(
     logits: jax.Array, labels: jax.Array, batch: dict | None = None, *, label_smoothing: float = 0.0
 ) -> jax.Array:
@@ -19,11 +29,7 @@ def cross_entropy(
     label contributes 0.
     """
     del batch
-    logits = logits.astype(jnp.float32)
-    valid = labels != IGNORE_INDEX
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    label_logit = jnp.take_along_axis(logits, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
-    per_token = logz - label_logit
+    logits, valid, logz, per_token = _token_nll(logits, labels)
     if label_smoothing > 0:
         per_token = (1.0 - label_smoothing) * per_token + label_smoothing * (logz - logits.mean(axis=-1))
     validf = valid.astype(jnp.float32)
@@ -39,11 +45,8 @@ def token_stats(
     With `num_types` > 0 also per dataset type: type_tokens, type_correct, type_nll ([num_types]).
     These feed acc, perplexity and the per-type metrics, whatever loss is being trained.
     """
-    logits = logits.astype(jnp.float32)
-    valid = labels != IGNORE_INDEX
+    logits, valid, _, nll = _token_nll(logits, labels)
     validf = valid.astype(jnp.float32)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    nll = logz - jnp.take_along_axis(logits, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
     correct = ((jnp.argmax(logits, axis=-1) == labels) & valid).astype(jnp.float32)
     stats = {"nll_sum": (nll * validf).sum(), "tokens": validf.sum(), "correct": correct.sum()}
     if num_types and type_ids is not None:
