@@ -51,8 +51,10 @@ IGNORE_INDEX = -100  # a label that is not trained on (torch's CrossEntropyLoss 
 # -- model option names -----------------------------------------------------------------------------
 # "full": keep only a block's inputs (InternEvo's activation checkpointing); "save_matmuls": keep
 # the outputs of the weight matmuls; "none": no rematerialisation even if checkpoint > 0.
-REMAT_POLICY_NAMES = ("full", "save_matmuls", "none")
-NORM_TYPES = ("rmsnorm", "layernorm")
+REMAT_FULL = "full"
+REMAT_POLICY_NAMES = (REMAT_FULL, "save_matmuls", "none")
+RMSNORM = "rmsnorm"
+NORM_TYPES = (RMSNORM, "layernorm")
 
 # -- MLP width --------------------------------------------------------------------------------------
 MLP_MULTIPLE_OF = 256  # InternEvo's default rounding of the SwiGLU width

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from internevo_jax.names import MLP_MULTIPLE_OF, round_mlp_hidden_size
+from internevo_jax.names import MLP_MULTIPLE_OF, REMAT_FULL, RMSNORM, round_mlp_hidden_size
 
 # dtype string -> (jnp dtype name, jax.default_matmul_precision value or None).
 # "torch.tf32" computes in float32 with TF32 matmuls, as InternEvo's allow_tf32 switch does.
@@ -87,7 +87,7 @@ class ModelConfig:
     multiple_of: int = MLP_MULTIPLE_OF
     apply_post_layer_norm: bool = False
     dtype: str = "torch.float16"
-    norm_type: str = "rmsnorm"
+    norm_type: str = RMSNORM
     layer_norm_epsilon: float = 1e-5
     use_flash_attn: bool = True
     rope_base: float = 10000.0
@@ -122,7 +122,7 @@ class ModelConfig:
     # Extensions of this project (docs/config.md).
     attention_backend: str = "auto"
     scan_layers: bool = False
-    remat_policy: str = "full"
+    remat_policy: str = REMAT_FULL
 
     @property
     def compute_dtype(self) -> Any:

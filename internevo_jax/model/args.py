@@ -12,7 +12,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from internevo_jax.names import NORM_TYPES, REMAT_POLICY_NAMES
+from internevo_jax.names import NORM_TYPES, REMAT_FULL, REMAT_POLICY_NAMES, RMSNORM
 
 # InternEvo's InternLM1 init (modeling_internlm.py): embedding/head 0.0052; Wqkv, w1, w3 0.006;
 # wo and w2 0.006 / sqrt(2 * (layer + 1)) with use_scaled_init, else a flat 0.0015.
@@ -47,7 +47,7 @@ class ModelArgs:
     num_kv_heads: int
     head_dim: int
     mlp_hidden_size: int
-    norm_type: str = "rmsnorm"
+    norm_type: str = RMSNORM
     norm_eps: float = 1e-5
     fp32_norm: bool = True
     rope_base: float = 10000.0
@@ -75,7 +75,7 @@ class ModelArgs:
     param_dtype: Any = jnp.float32
     precision: str | None = None
     checkpoint_layers: int = 0
-    remat_policy: str = "full"
+    remat_policy: str = REMAT_FULL
     scan_layers: bool = False
     attention_backend: str = "auto"
     use_flash_attn: bool = True

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from internevo_jax.model.args import ModelArgs
-from internevo_jax.names import ACT_MLP, EMBED, MLP, NORM, VOCAB
+from internevo_jax.names import ACT_MLP, EMBED, MLP, NORM, RMSNORM, VOCAB
 
 
 def normal_init(std: float, names: tuple[str, ...]):
@@ -133,7 +133,7 @@ class LayerNorm(nn.Module):
 
 def make_norm(args: ModelArgs, name: str) -> nn.Module:
     """The norm selected by `args.norm_type`."""
-    cls = RMSNorm if args.norm_type == "rmsnorm" else LayerNorm
+    cls = RMSNorm if args.norm_type == RMSNORM else LayerNorm
     return cls(args, name=name)
 
 
