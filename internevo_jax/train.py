@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_default_parser().parse_args(argv)
     try:
         if args.dry_run:  # compile only, print the memory plan (docs/parallel.md)
-            from internevo_jax.trainer.memory_plan import dry_run
+            from internevo_jax.dry_run import dry_run
 
             return dry_run(
                 args.config, overrides=args.overrides, devices=args.devices, device_memory=args.device_memory

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from internevo_jax.data.alpaca import EOA_ID, EOH_ID, tokenize_alpaca  # noqa: E402
 from internevo_jax.data.errors import DataError  # noqa: E402
+from internevo_jax.preprocess.alpaca import EOA_ID, EOH_ID, tokenize_alpaca  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from internevo_jax.data.demo_corpus import build_demo_corpus  # noqa: E402
 from internevo_jax.data.errors import DataError  # noqa: E402
+from internevo_jax.preprocess.demo_corpus import build_demo_corpus  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,8 @@ TOOLS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS_DIR.parent))  # run from a checkout without installing
 
 from internevo_jax.data.errors import DataError  # noqa: E402
-from internevo_jax.data.tokenize import TOKENIZER_FILENAME, tokenize_file  # noqa: E402
+from internevo_jax.data.tokenizer import TOKENIZER_FILENAME  # noqa: E402
+from internevo_jax.preprocess.tokenize import tokenize_file  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

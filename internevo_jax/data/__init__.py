@@ -1,6 +1,9 @@
-"""InternEvo-compatible data: tokenized .bin/.bin.meta files, mock data, streaming text, packing, loaders.
+"""InternEvo-compatible data at training time: tokenized .bin/.bin.meta files, mock data, streaming
+text, packing, sampling, loaders and validation sets.
 
-See docs/data.md for the formats and the exact semantics.
+Settings are read from the typed fields of `cfg.data` (config.schema.DataConfig). Offline
+preparation (tokenizing files, alpaca, the demo corpus) is `internevo_jax.preprocess`, built on
+this package. See docs/data.md for the formats and the exact semantics.
 """
 
 from internevo_jax.data.binmeta import (

@@ -34,27 +34,15 @@ from internevo_jax.names import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATA_SEED = 1024  # InternEvo: data_cfg.get("seed", 1024)
 VALID_MIN_LENGTH = 50  # InternEvo's validation JsonlDataset keeps its default min_length=50
-
-
-def _get(obj, name: str, default=None):
-    value = getattr(obj, name, default)
-    return default if value is None else value
-
-
-def _data_seed(cfg) -> int:
-    seed = getattr(cfg.data, "seed", None)
-    if seed is None:
-        seed = getattr(cfg, "seed", None)
-    return DEFAULT_DATA_SEED if seed is None else int(seed)
-
-
 SUPPORTED_TYPES = ("tokenized", "streaming")
+
+# Every setting is read from its typed field of config.schema.DataConfig, which holds the defaults
+# (InternEvo's); derived fields (packed_length, valid_micro_num, seed) are filled when a Config loads.
 
 
 def _check_type(data) -> str:
-    kind = _get(data, "type", "tokenized")
+    kind = data.type
     if kind not in SUPPORTED_TYPES:
         raise DataError(
             f"data.type={kind!r} is not supported; use 'tokenized' (.bin/.bin.meta from tools/tokenizer.py, "
@@ -242,17 +230,13 @@ class TrainLoader:
 
 def _train_sources(cfg, vocab_size: int) -> list:
     data = cfg.data
-    folder = getattr(data, "train_folder", None)
-    if folder is None:
+    if data.train_folder is None:
         return [
             MockSource(
-                TRAIN_MOCK_SAMPLES,
-                int(data.seq_len),
-                vocab_size,
-                fixed_seqlen=bool(_get(data, "fixed_random_dataset_seqlen", False)),
+                TRAIN_MOCK_SAMPLES, data.seq_len, vocab_size, fixed_seqlen=data.fixed_random_dataset_seqlen
             )
         ]
-    return load_bin_folder(folder, min_length=int(_get(data, "min_length", 0)), vocab_size=vocab_size)
+    return load_bin_folder(data.train_folder, min_length=data.min_length, vocab_size=vocab_size)
 
 
 def build_train_loader(
@@ -269,9 +253,9 @@ def build_train_loader(
     vocab = _vocab_size(cfg, vocab_size)
     if kind == "streaming":
         return build_streaming_loader(cfg, dp_size=int(dp_size), dp_ranks=list(dp_ranks), vocab_size=vocab)
-    seq_len, micro_bsz = int(data.seq_len), int(data.micro_bsz)
+    seq_len, micro_bsz = data.seq_len, data.micro_bsz
     packed_length = seq_len * micro_bsz  # InternEvo forces this, whatever data.packed_length says
-    into_one = bool(_get(data, "pack_sample_into_one", False))
+    into_one = data.pack_sample_into_one
     sources = _train_sources(cfg, vocab)
     packed = [
         PackedDataset(s, seq_len=seq_len, packed_length=packed_length, pack_sample_into_one=into_one)
@@ -295,19 +279,19 @@ def build_train_loader(
     )
     schedule = BatchSchedule(
         len(packs),
-        micro_num=int(data.micro_num),
+        micro_num=data.micro_num,
         dp_size=int(dp_size),
-        seed=_data_seed(cfg),
-        rampup_batch_size=_get(data, "rampup_batch_size", ""),
+        seed=data.seed,
+        rampup_batch_size=data.rampup_batch_size or "",
     )
     return TrainLoader(
         packs,
         schedule,
         dp_ranks=list(dp_ranks),
         packed_length=packed_length,
-        skip_batches=_get(data, "skip_batches", ""),
-        total_steps=_get(data, "total_steps", None),
-        num_workers=int(_get(data, "num_worker", 0)),
+        skip_batches=data.skip_batches or "",
+        total_steps=data.total_steps,
+        num_workers=data.num_worker,
         summary=summary,
     )
 
@@ -413,14 +397,12 @@ def build_valid_loaders(
     data = cfg.data
     _check_type(data)
     vocab = _vocab_size(cfg, vocab_size)
-    seq_len, micro_bsz = int(data.seq_len), int(data.micro_bsz)
-    valid_micro_num = int(_get(data, "valid_micro_num", data.micro_num))
-    folder = getattr(data, "valid_folder", None)
-    if not folder:
-        fixed = bool(_get(data, "fixed_random_dataset_seqlen", False))
+    seq_len, micro_bsz = data.seq_len, data.micro_bsz
+    if not data.valid_folder:
+        fixed = data.fixed_random_dataset_seqlen
         sample_sets = {"val": MockSource(int(dp_size) * VALID_MOCK_SAMPLES_PER_RANK, seq_len, vocab, fixed)}
     else:
-        sample_sets = _valid_sample_sets(folder, vocab)
+        sample_sets = _valid_sample_sets(data.valid_folder, vocab)
     ranks = list(dp_ranks)
     out = {}
     for name, samples in sample_sets.items():
@@ -429,7 +411,7 @@ def build_valid_loaders(
             samples,
             seq_len=seq_len,
             micro_bsz=micro_bsz,
-            valid_micro_num=valid_micro_num,
+            valid_micro_num=data.valid_micro_num,
             dp_size=dp_size,
             dp_ranks=ranks,
         )

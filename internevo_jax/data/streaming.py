@@ -2,7 +2,8 @@
 
 As InternEvo's streaming dataset: records are read in file order without shuffling, data-parallel rank
 r takes records r, r + dp, r + 2*dp, ... (InternEvo's split_dataset_by_node), and each step takes the
-next `micro_num_at(step)` packs of every rank's stream. Each record's text (field "text") becomes
+next `micro_num_at(step)` packs of every rank's stream. Each record's text (its "text" field, as
+InternEvo's streaming dataset reads it: `textsource.RecordText.FIELD`) becomes
 `[bos] + ids + [eos]`, as tools/tokenizer.py writes it, and the packs follow the tokenized path's rules
 (`packing.fill_pack`): samples are concatenated and cut into full packs of packed_length tokens, a
 sample cut at a pack end continues in the next pack. When the files run out, the next epoch reads them
@@ -31,7 +32,7 @@ from internevo_jax.data.errors import DataError
 from internevo_jax.data.packing import PACK_KEYS, fill_pack
 from internevo_jax.data.sampler import BatchSkipper, changed_settings, parse_rampup
 from internevo_jax.data.textsource import DEFAULT_TEXT_FIELD, open_text_files
-from internevo_jax.data.tokenize import Tokenizer
+from internevo_jax.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -423,35 +424,34 @@ def build_streaming_loader(
 ) -> StreamingTrainLoader:
     """The streaming training loader for `cfg.data` (type "streaming"); see the module docstring."""
     data = cfg.data
-    folder = getattr(data, "train_folder", None)
-    if not folder:
+    if not data.train_folder:
         raise DataError(
             "data.type='streaming' reads raw text from data.train_folder (a .jsonl file, a folder of .jsonl / "
             ".parquet / .arrow files, or a datasets save_to_disk folder); it is not set."
         )
-    field = getattr(data, "content_name", None) or DEFAULT_TEXT_FIELD
-    files = open_text_files(folder, field=field, subset_name=getattr(data, "subset_name", None))
-    tokenizer = Tokenizer(_tokenizer_file(getattr(data, "tokenizer_path", None)))
+    # InternEvo reads the text field "text" and has no config key to change it; neither has the schema.
+    field = DEFAULT_TEXT_FIELD
+    files = open_text_files(data.train_folder, field=field, subset_name=data.subset_name)
+    tokenizer = Tokenizer(_tokenizer_file(data.tokenizer_path))
     if tokenizer.vocab_size > vocab_size:
         raise DataError(
             f"The tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size is "
             f"{vocab_size}: set model.vocab_size to at least the tokenizer's size."
         )
-    seq_len, micro_bsz = int(data.seq_len), int(data.micro_bsz)
     summary = {"type": "streaming", "files": len(files), "tokenizer": tokenizer.path, "field": field}
-    logger.info("streaming train data: %d files from %s, field %r", len(files), folder, field)
+    logger.info("streaming train data: %d files from %s, field %r", len(files), data.train_folder, field)
     return StreamingTrainLoader(
         files,
         tokenizer,
-        seq_len=seq_len,
-        micro_bsz=micro_bsz,
-        micro_num=int(data.micro_num),
+        seq_len=data.seq_len,
+        micro_bsz=data.micro_bsz,
+        micro_num=data.micro_num,
         dp_size=dp_size,
         dp_ranks=dp_ranks,
-        pack_sample_into_one=bool(getattr(data, "pack_sample_into_one", False)),
-        rampup_batch_size=getattr(data, "rampup_batch_size", "") or "",
-        skip_batches=getattr(data, "skip_batches", "") or "",
-        total_steps=getattr(data, "total_steps", None),
-        num_workers=int(getattr(data, "num_worker", 0) or 0),
+        pack_sample_into_one=data.pack_sample_into_one,
+        rampup_batch_size=data.rampup_batch_size or "",
+        skip_batches=data.skip_batches or "",
+        total_steps=data.total_steps,
+        num_workers=data.num_worker,
         summary=summary,
     )

@@ -1,12 +1,30 @@
-"""Raw text records for streaming training: jsonl files, or a local Hugging Face `datasets` folder.
+"""Reading text from files: the one place that says what the text of a record is.
 
-`open_text_files(path, field=..., subset_name=...)` returns the ordered list of files to read; each
-file yields its records from a position (`scan(pos)`), so a reader can stop anywhere and later resume
-from a saved position without re-reading what came before:
+Two InternEvo readers give a `.jsonl` line different meanings, and both are kept, named by
+`RecordText`:
 
-* `.jsonl` (and JSON-lines `.json`): the position is a byte offset; a record is one non-blank line, a
-  JSON object whose `field` is the text. A `.json` holding one JSON list is read whole (position =
-  index in the list).
+* `RecordText.WHOLE` -- InternEvo's tools/tokenizer.py: the record as written is the text. A
+  `.jsonl` line is the text raw (newline included, not parsed; blank lines too); a `.json` list
+  element is `json.dumps(record)` (default ASCII escaping, braces and keys included); a `.txt` line
+  is the text, stripped (empty lines skipped).
+* `RecordText.FIELD` -- InternEvo's streaming dataset: the string in the record's `field` (default
+  "text") is the text. A `.jsonl` line is parsed as a JSON object (blank lines are no records); a
+  `.json` list element is such an object; a parquet / arrow / `datasets` row is read from the column
+  `field`.
+
+`jsonl_text` and `record_text` apply that rule; both readers below call them.
+
+`TextReader(path)` streams the texts of one txt / json / jsonl file in order (WHOLE by default), for
+the offline tokenizer: lines split like Python's text mode (universal newlines: "\\r\\n" and "\\r" end
+lines too and become "\\n"), a `.json` list is parsed incrementally (never read whole), and a line
+that is not UTF-8 is an error naming it (or, with errors="skip", skipped and counted).
+
+`open_text_files(path, field=..., subset_name=...)` gives the ordered record files of a streaming
+`train_folder` (FIELD); each yields its records from a position (`scan(pos)`), so a reader can stop
+anywhere and later resume from a saved position without re-reading what came before:
+
+* `.jsonl` (and JSON-lines `.json`): the position is a byte offset. A `.json` holding one JSON list
+  is read whole (position = index in the list).
 * `.parquet`: the position is a row; one row group of the text column is in memory at a time.
 * `.arrow` (Arrow IPC, as `datasets` writes its shards): memory-mapped; the position is a row.
 * a folder written by `datasets.Dataset.save_to_disk` (or a DatasetDict's, whose "train" split is
@@ -15,27 +33,242 @@ from a saved position without re-reading what came before:
 A folder of data files is walked in sorted order (subfolders too); `subset_name` selects a subfolder,
 as InternEvo's `data_dir`. When some file names mark the train split (a `train` word in the path, as
 `datasets` infers splits), only those are read. Parquet / arrow / save_to_disk folders need the
-`datasets` package (and its pyarrow); jsonl files do not.
-
-Scanning returns a record's raw form (the line's bytes, or the cell); `text(raw, pos)` decodes it
-only when the record is used, so ranks skip each other's records without parsing them.
+`datasets` package (and its pyarrow); jsonl files do not. Scanning returns a record's raw form (the
+line's bytes, or the cell); `text(raw, pos)` decodes it only when the record is used, so ranks skip
+each other's records without parsing them.
 """
 
 from __future__ import annotations
 
+import codecs
+import enum
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from internevo_jax.data.errors import DataError
 
-DEFAULT_TEXT_FIELD = "text"  # InternEvo's content_name default
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
+DEFAULT_TEXT_FIELD = "text"  # InternEvo's streaming dataset reads sample["text"] (its content_name)
+FORMATS = ("txt", "json", "jsonl")  # what TextReader reads, by file extension
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")  # what open_text_files reads
 _TRAIN_WORD = re.compile(r"(^|[^a-z0-9])train([^a-z0-9]|$)")
 _ROWS_PER_READ = 1024
 _METADATA = ("dataset_info.json", "state.json", "dataset_dict.json")  # written by datasets next to its data
+
+
+class RecordText(enum.Enum):
+    """What the text of a record is (see the module docstring)."""
+
+    WHOLE = "whole"  # the record as written: tools/tokenizer.py
+    FIELD = "field"  # the string in the record's field: streaming training
+
+
+def is_record_line(line: bytes | str, mode: RecordText) -> bool:
+    """Whether a `.jsonl` line is a record: every line is under WHOLE, a non-blank one under FIELD."""
+    return mode is RecordText.WHOLE or bool(line.strip())
+
+
+def jsonl_text(line: bytes | str, mode: RecordText, field: str, where: Callable[[], str]) -> str:
+    """The text of one `.jsonl` line; `where()` names the line in a DataError."""
+    if mode is RecordText.WHOLE:
+        return line.decode("utf-8") if isinstance(line, bytes) else line
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"{where()} is not a JSON object ({type(e).__name__}: {e}). A streaming .jsonl file "
+            f"holds one JSON object per line."
+        ) from None
+    return record_text(record, mode, field, where)
+
+
+def record_text(record: object, mode: RecordText, field: str, where: Callable[[], str]) -> str:
+    """The text of one parsed JSON record (a `.json` list element, or a parsed `.jsonl` line)."""
+    if mode is RecordText.WHOLE:
+        return json.dumps(record)
+    value = record.get(field) if isinstance(record, dict) else None
+    if not isinstance(value, str):
+        raise _not_text(where(), field, value)
+    return value
+
+
+def _not_text(where: str, field: str, value) -> DataError:
+    if value is None:
+        what = f"has no {field!r} field (or it is null)"
+    else:
+        what = f"has a {type(value).__name__} in {field!r}, not a string"
+    return DataError(
+        f"{where} {what}. Streaming data reads the text of every record from the {field!r} field "
+        f"(InternEvo's content_name); fix or drop the record."
+    )
+
+
+# -- one txt / json / jsonl file, streamed in order (the offline tokenizer) ------------------------
+def _split_universal(text: str) -> list[str]:
+    # Binary lines end at "\n" only; Python's text mode also ends lines at "\r" and "\r\n".
+    if "\r" not in text:
+        return [text]
+    parts = text.replace("\r\n", "\n").split("\r")
+    out = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        out.append(parts[-1])
+    return out
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_BAD_BYTES = re.compile("[\udc80-\udcff]")  # undecodable bytes under surrogateescape
+
+
+class TextReader:
+    """Streams the texts of a txt / json / jsonl file (see the module docstring).
+
+    `mode` says what a json / jsonl record's text is (WHOLE: InternEvo's tools/tokenizer.py).
+    Tracks `bytes_read` of `total_bytes` for progress and `skipped` bad lines (errors="skip").
+    """
+
+    chunk_size = 1 << 20  # bytes read at a time from a .json input
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fmt: str | None = None,
+        errors: str = "strict",
+        mode: RecordText = RecordText.WHOLE,
+        field: str = DEFAULT_TEXT_FIELD,
+    ):
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise DataError(f"The input file {self.path} does not exist (or is not a file).")
+        self.fmt = fmt or Path(self.path).suffix.lstrip(".").lower()
+        if self.fmt not in FORMATS:
+            raise DataError(
+                f"Cannot tell the format of {self.path}: the file name must end in .txt (one sample per line), "
+                f".json (a list of records) or .jsonl (one record per line)."
+            )
+        if errors not in ("strict", "skip"):
+            raise ValueError(f"errors must be 'strict' or 'skip', got {errors!r}")
+        if self.fmt == "txt" and mode is not RecordText.WHOLE:
+            raise DataError(f"{self.path} is plain text: its lines have no {field!r} field to read.")
+        self.errors, self.mode, self.field = errors, RecordText(mode), field
+        self.total_bytes = os.path.getsize(self.path)
+        self.bytes_read = 0
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self._json() if self.fmt == "json" else self._lines()
+
+    def _bad_utf8(self, line: int, detail: str) -> None:
+        if self.errors == "skip":
+            self.skipped += 1
+            return
+        raise DataError(
+            f"{self.path}, line {line}: not valid UTF-8 ({detail}). Convert the file to UTF-8 (e.g. "
+            f"`iconv -f <encoding> -t utf-8`), or pass --errors skip to drop such lines and count them."
+        )
+
+    def _lines(self) -> Iterator[str]:
+        with open(self.path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                self.bytes_read += len(raw)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    self._bad_utf8(lineno, f"{e.reason} at byte {e.start} of the line")
+                    continue
+                for part in _split_universal(text):
+                    if self.fmt == "txt":
+                        part = part.strip()
+                        if part:
+                            yield part
+                    elif is_record_line(part, self.mode):
+                        yield jsonl_text(
+                            part, self.mode, self.field, lambda n=lineno: f"{self.path}, line {n}"
+                        )
+
+    def _json(self) -> Iterator[str]:
+        decoder = json.JSONDecoder()
+        utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        buf, pos, line = "", 0, 1
+        eof = False
+        chunk = self.chunk_size
+        state = "start"  # start -> first (value or ']') -> sep (',' or ']') -> value -> ... -> end
+        count = 0
+
+        def fail(msg: str, at: int) -> None:
+            raise DataError(
+                f"{self.path}, line {line + buf.count(chr(10), pos, at)}: {msg}. A .json input must be one JSON "
+                f"list of records ([{{...}}, {{...}}]); for one record per line name the file .jsonl."
+            )
+
+        with open(self.path, "rb") as f:
+            while True:
+                m = _WS.match(buf, pos)
+                line += buf.count("\n", pos, m.end())
+                pos = m.end()
+                if pos > chunk:  # drop what has been consumed
+                    buf, pos = buf[pos:], 0
+                if pos == len(buf):
+                    if eof:
+                        break
+                    data = f.read(chunk)
+                    self.bytes_read += len(data)
+                    eof = not data
+                    buf += utf8.decode(data, final=eof)
+                    continue
+                c = buf[pos]
+                if state == "start":
+                    if c != "[":
+                        fail("the top level is not a list", pos)
+                    pos, state = pos + 1, "first"
+                elif state == "sep":
+                    if c == ",":
+                        pos, state = pos + 1, "value"
+                    elif c == "]":
+                        pos, state = pos + 1, "end"
+                    else:
+                        fail(f"expected ',' or ']' between records, found {c!r}", pos)
+                elif state == "end":
+                    fail("extra data after the closing ']'", pos)
+                elif c == "]" and state == "first":
+                    pos, state = pos + 1, "end"
+                else:
+                    try:
+                        record, end = decoder.raw_decode(buf, pos)
+                    except json.JSONDecodeError as e:
+                        if eof:
+                            fail(f"malformed record ({e.msg})", e.pos)
+                        data = f.read(chunk)  # the record may continue beyond the buffer
+                        chunk *= 2
+                        self.bytes_read += len(data)
+                        eof = not data
+                        buf += utf8.decode(data, final=eof)
+                        continue
+                    if end == len(buf) and not eof:  # a number may continue beyond the buffer
+                        data = f.read(chunk)
+                        self.bytes_read += len(data)
+                        eof = not data
+                        buf += utf8.decode(data, final=eof)
+                        continue
+                    bad = _BAD_BYTES.search(buf, pos, end)
+                    if bad:
+                        self._bad_utf8(
+                            line + buf.count("\n", pos, bad.start()), "undecodable bytes in a record"
+                        )
+                    line += buf.count("\n", pos, end)
+                    pos, state = end, "sep"
+                    count += 1
+                    if not bad:
+                        yield record_text(
+                            record, self.mode, self.field, lambda n=count: f"{self.path}, record {n}"
+                        )
+        if state != "end":
+            fail("the file ends before the list is closed with ']'", pos)
+
+
+# -- the record files of a streaming train_folder, resumable by position ---------------------------
 
 
 def _need_datasets(what: str):
@@ -50,22 +283,11 @@ def _need_datasets(what: str):
     return pyarrow
 
 
-def _not_text(where: str, field: str, value) -> DataError:
-    if value is None:
-        what = f"has no {field!r} field (or it is null)"
-    else:
-        what = f"has a {type(value).__name__} in {field!r}, not a string"
-    return DataError(
-        f"{where} {what}. Streaming data reads the text of every record from the {field!r} field "
-        f"(InternEvo's content_name); fix or drop the record."
-    )
-
-
 class JsonlFile:
     """JSON-lines records; the position is a byte offset."""
 
-    def __init__(self, path: str, field: str):
-        self.path, self.field = path, field
+    def __init__(self, path: str, field: str, mode: RecordText = RecordText.FIELD):
+        self.path, self.field, self.mode = path, field, RecordText(mode)
         self.start = 0
 
     def scan(self, pos: int) -> Iterator[tuple[int, int, bytes]]:
@@ -74,22 +296,12 @@ class JsonlFile:
             f.seek(pos)
             for raw in f:
                 start, pos = pos, pos + len(raw)
-                if raw.strip():
+                if is_record_line(raw, self.mode):
                     yield start, pos, raw
 
     def text(self, raw: bytes, pos: int) -> str:
         """The text of a scanned record; DataError names the file and line."""
-        try:
-            record = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DataError(
-                f"{self._where(pos)} is not a JSON object ({type(e).__name__}: {e}). A streaming .jsonl file "
-                f"holds one JSON object per line."
-            ) from None
-        value = record.get(self.field) if isinstance(record, dict) else None
-        if not isinstance(value, str):
-            raise _not_text(self._where(pos), self.field, value)
-        return value
+        return jsonl_text(raw, self.mode, self.field, lambda: self._where(pos))
 
     def _where(self, pos: int) -> str:
         with open(self.path, "rb") as f:
@@ -100,8 +312,8 @@ class JsonlFile:
 class ListFile:
     """A `.json` file holding one JSON list of records, read whole; the position is the list index."""
 
-    def __init__(self, path: str, field: str):
-        self.path, self.field = path, field
+    def __init__(self, path: str, field: str, mode: RecordText = RecordText.FIELD):
+        self.path, self.field, self.mode = path, field, RecordText(mode)
         self.start = 0
         self._records = None
 
@@ -127,10 +339,8 @@ class ListFile:
             yield i, i + 1, records[i]
 
     def text(self, raw, pos: int) -> str:
-        value = raw.get(self.field) if isinstance(raw, dict) else None
-        if not isinstance(value, str):
-            raise _not_text(f"{self.path}, record {pos + 1}", self.field, value)
-        return value
+        """The text of the record at list index `pos`; DataError names the file and record."""
+        return record_text(raw, self.mode, self.field, lambda: f"{self.path}, record {pos + 1}")
 
     def __getstate__(self):
         return {**self.__dict__, "_records": None}  # re-read in another process instead of copying

@@ -17,9 +17,9 @@ def type_names(cfg) -> list[str]:
     streaming data: ["en"] (InternEvo's one streaming type).
     """
     data = cfg.data
-    if (getattr(data, "type", None) or "tokenized") == "streaming":
+    if data.type == "streaming":
         return list(STREAMING_TYPE_NAMES)
-    folder = getattr(data, "train_folder", None)
+    folder = data.train_folder
     if folder is None:
         return list(MOCK_TYPE_NAMES)
     try:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from internevo_jax.config import config_from_dict
-from internevo_jax.data.demo_corpus import build_demo_corpus
 from internevo_jax.initialize import (
     build_train_loader_with_data_type,
     initialize_model,
@@ -21,6 +20,7 @@ from internevo_jax.initialize import (
     initialize_parallel,
     initialize_trainer,
 )
+from internevo_jax.preprocess.demo_corpus import build_demo_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 

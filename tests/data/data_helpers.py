@@ -2,41 +2,38 @@
 
 from __future__ import annotations
 
-import types
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from internevo_jax.config import Config, config_from_dict
 from internevo_jax.data.binmeta import write_bin
 
 SHARED_TOKENIZERS = Path(__file__).resolve().parents[2] / ".." / "shared" / "tokenizers"
 
 
-def data_config(vocab_size: int = 1000, seed: int = 1024, **data) -> types.SimpleNamespace:
-    """A config stand-in with InternEvo's data keys (attribute access only)."""
-    d = dict(
-        seq_len=16,
-        micro_bsz=2,
-        micro_num=2,
-        valid_micro_num=2,
-        valid_every=0,
-        pack_sample_into_one=False,
-        total_steps=20,
-        skip_batches="",
-        rampup_batch_size="",
-        min_length=0,
-        train_folder=None,
-        valid_folder=None,
-        num_worker=0,
-        type="tokenized",
-        tokenizer_path=None,
-        fixed_random_dataset_seqlen=False,
-    )
-    d.update(data)
-    d["packed_length"] = d["seq_len"] * d["micro_bsz"]
-    return types.SimpleNamespace(
-        data=types.SimpleNamespace(**d), model=types.SimpleNamespace(vocab_size=vocab_size), seed=seed
+# Test-sized data settings; every other key keeps the schema's (InternEvo's) default.
+TEST_DATA = dict(
+    seq_len=16,
+    micro_bsz=2,
+    micro_num=2,
+    valid_micro_num=2,
+    total_steps=20,
+    num_worker=0,  # batches built in this process; worker tests set num_worker themselves
+    fixed_random_dataset_seqlen=False,  # mock samples of random lengths exercise the packing
+)
+
+
+def data_config(vocab_size: int = 1000, seed: int = 1024, **data) -> Config:
+    """A real Config (schema defaults, resolved and validated) with test-sized `data` settings."""
+    d = {**TEST_DATA, **data}
+    for key in ("train_folder", "valid_folder", "tokenizer_path"):
+        if isinstance(d.get(key), os.PathLike):
+            d[key] = os.fspath(d[key])
+    return config_from_dict(
+        dict(data=d, model=dict(vocab_size=vocab_size), seed=seed), "<test data config>", log=lambda *_: None
     )
 
 

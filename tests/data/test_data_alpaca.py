@@ -9,8 +9,8 @@ import pytest
 from data_helpers import data_config
 
 from internevo_jax.data import DataError, build_train_loader, build_valid_loaders
-from internevo_jax.data.alpaca import read_alpaca_records, tokenize_alpaca, valid_indices
 from internevo_jax.data.binmeta import BinSource
+from internevo_jax.preprocess.alpaca import read_alpaca_records, tokenize_alpaca, valid_indices
 
 
 def _write_jsonl(path, n):

@@ -9,7 +9,8 @@ import pytest
 import sentencepiece as spm
 
 from internevo_jax.data import DataError
-from internevo_jax.data.tokenize import TextReader, tokenize_file
+from internevo_jax.data.textsource import TextReader
+from internevo_jax.preprocess.tokenize import tokenize_file
 
 
 def reference_text2bin(path, sp) -> bytes:

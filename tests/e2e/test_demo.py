@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import REPO, run_train, sets
 
 from internevo_jax.config import load_config
-from internevo_jax.data.demo_corpus import build_demo_corpus
+from internevo_jax.preprocess.demo_corpus import build_demo_corpus
 from internevo_jax.trainer import fit
 
 

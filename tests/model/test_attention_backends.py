@@ -82,3 +82,26 @@ def test_padding_rows_stay_finite():
     segments = jnp.asarray([[1, 1, 2, 0, 0, 0]], jnp.int32)
     out = xla_attention(q, q, q, segments, scale=8**-0.5)
     assert np.isfinite(np.asarray(out, np.float32)).all()
+
+
+def test_memory_plan_platform_recomputes_the_chosen_backend():
+    from internevo_jax.model.attention.dispatch import MEMORY_PLAN_PLATFORM
+
+    plan = select_attention_backend(
+        "auto", MEMORY_PLAN_PLATFORM, dtype=jnp.float32, head_dim=8, has_segments=True
+    )
+    assert plan.name == "xla" and plan.fn is not xla_attention  # checked as on CPU, scores recomputed
+    with pytest.raises(ValueError, match="'cudnn' cannot run here: cuDNN attention needs an NVIDIA GPU"):
+        _select("cudnn", MEMORY_PLAN_PLATFORM)
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (1, 8, 2, 8)) for i in range(3))
+    seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]])
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(fn(q, k, v, seg, scale=0.3) ** 2)
+
+    np.testing.assert_allclose(plan.fn(q, k, v, seg, scale=0.3), xla_attention(q, k, v, seg, scale=0.3))
+    for a, b in zip(
+        jax.grad(loss(plan.fn), (0, 1, 2))(q, k, v), jax.grad(loss(xla_attention), (0, 1, 2))(q, k, v)
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert "remat" in str(jax.make_jaxpr(jax.grad(loss(plan.fn)))(q, k, v))  # recomputed in the backward

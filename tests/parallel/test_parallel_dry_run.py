@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from internevo_jax.config import ConfigError
-from internevo_jax.trainer.memory_plan import GiB, parse_memory
+from internevo_jax.dry_run import GiB, parse_memory
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import types
 
 import numpy as np
 import sentencepiece as spm
 from tool_helpers import run_tool
 
+from internevo_jax.config import config_from_dict
 from internevo_jax.data import build_train_loader, build_valid_loaders
-from internevo_jax.data.demo_corpus import build_demo_corpus
+from internevo_jax.preprocess.demo_corpus import build_demo_corpus
 
 
 def _cfg(folder, vocab):
-    data = types.SimpleNamespace(
+    data = dict(
         seq_len=64,
         micro_bsz=2,
         micro_num=2,
@@ -24,7 +24,7 @@ def _cfg(folder, vocab):
         total_steps=3,
         num_worker=0,
     )
-    return types.SimpleNamespace(data=data, model=types.SimpleNamespace(vocab_size=vocab), seed=1)
+    return config_from_dict(dict(data=data, model=dict(vocab_size=vocab), seed=1), log=lambda *_: None)
 
 
 def test_demo_corpus_builds_loadable_data(tmp_path):

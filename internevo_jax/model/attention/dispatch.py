@@ -3,10 +3,19 @@
 "auto" takes the first backend in BACKENDS whose check passes for the platform, dtype and
 shapes at hand. A backend named explicitly must pass its check, or selection raises a
 ValueError carrying the check's reason: a requested kernel is never swapped silently.
+
+The platform is the one selection is for: jax's default platform, or a stated one. Besides jax's
+platforms it may be `MEMORY_PLAN_PLATFORM`, the memory plan's target (`--dry-run`): the step is
+compiled on CPU stand-in devices to measure what a run whose attention is a fused (flash / cuDNN)
+kernel holds. There every backend is checked as on "cpu" (an explicit "cudnn" still fails), and the
+chosen one is returned as its memory stand-in: the same function with its scores recomputed in
+the backward pass, so one layer's scores exist at a time, as in a fused kernel, instead of the
+[heads, T, T] probabilities of every layer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any
 
@@ -17,6 +26,7 @@ from internevo_jax.model.attention.base import AttentionBackend, SupportQuery
 
 # Fastest first. Only backends that are implemented are listed (xla is last: it always works).
 BACKENDS: tuple[AttentionBackend, ...] = (cudnn.BACKEND, xla.BACKEND)
+MEMORY_PLAN_PLATFORM = "cpu-memory-plan"  # a stated target, not a jax platform (module docstring)
 
 
 def backend_names() -> list[str]:
@@ -65,8 +75,9 @@ def select_attention_backend(
     "xla"; an explicit name still wins.
     """
     platform = platform or detect_platform()
+    plan = platform == MEMORY_PLAN_PLATFORM
     query = SupportQuery(
-        platform=platform,
+        platform="cpu" if plan else platform,
         dtype=dtype,
         head_dim=head_dim,
         has_segments=has_segments,
@@ -74,6 +85,11 @@ def select_attention_backend(
         num_kv_heads=num_kv_heads,
         seq_len=seq_len,
     )
+    backend = _choose(requested, query, use_flash_attn)
+    return memory_standin(backend) if plan else backend
+
+
+def _choose(requested: str, query: SupportQuery, use_flash_attn: bool) -> AttentionBackend:
     if requested == "auto":
         candidates = BACKENDS if use_flash_attn else (xla.BACKEND,)
         reasons = []
@@ -91,6 +107,21 @@ def select_attention_backend(
             f"Set model.attention_backend='auto' to pick among {backend_names()}."
         )
     return backend
+
+
+def memory_standin(backend: AttentionBackend) -> AttentionBackend:
+    """`backend` with its scores recomputed in the backward pass: the memory of a fused kernel.
+
+    Only residuals q, k, v (and the output) stay per layer, as a fused kernel keeps q, k, v, o and
+    its row statistics; what the backward needs is recomputed one layer at a time.
+    """
+    fn = backend.fn
+
+    def recompute(q, k, v, segment_ids, *, scale, precision=None):
+        run = lambda q, k, v, s: fn(q, k, v, s, scale=scale, precision=precision)  # noqa: E731
+        return jax.checkpoint(run)(q, k, v, segment_ids)
+
+    return dataclasses.replace(backend, fn=recompute, description=backend.description + ", scores recomputed")
 
 
 def attention_backend_name(

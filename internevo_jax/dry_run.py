@@ -1,15 +1,16 @@
-"""Ahead-of-time memory plan: compile the train step for N devices without allocating it.
+"""The dry run: an ahead-of-time memory plan of the train step for N devices, nothing allocated.
 
 `python -m internevo_jax.train --config=C --dry-run --devices N [--device-memory 80GB]` lowers
 and compiles the real train step for a mesh of N devices from abstract inputs only
 (ShapeDtypeStructs with their shardings: a 7B model is never materialised) and prints what one
 device holds: fp32 master parameters, optimizer state, activations and temporaries, and whether
-that fits. The N devices are CPU stand-ins, so the plan runs on a laptop before a launch.
+that fits. The N devices are CPU stand-ins, so the plan runs on a laptop before a launch; the
+attention dispatcher is asked for backends for its memory-plan target (`MEMORY_PLAN_PLATFORM`),
+which compile on CPU but hold attention memory as a fused kernel does.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from internevo_jax.config import Config, ConfigError
 from internevo_jax.config.units import parse_size
+from internevo_jax.model.attention.dispatch import MEMORY_PLAN_PLATFORM
 from internevo_jax.parallel import batch_sharding, mesh_context, parallel_env
 from internevo_jax.parallel.zero import compute_dtypes, compute_shardings
 
@@ -114,34 +116,6 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def fused_attention_memory():
-    """Trace attention with the memory profile of a fused (flash / cuDNN) kernel.
-
-    The stand-in devices only run plain XLA attention, whose backward keeps the [heads, T, T]
-    probabilities of every layer: tens of GiB that a fused kernel never stores. Inside this
-    context the XLA backend is rematerialised instead: it keeps q, k, v (as a fused kernel keeps
-    q, k, v, o and the row statistics) and recomputes the scores in the backward pass, so only
-    one layer's scores exist at a time.
-    """
-    from internevo_jax.model.attention import dispatch, xla
-
-    original = xla.BACKEND
-
-    def remat_fn(q, k, v, segment_ids, *, scale, precision=None):
-        run = lambda q, k, v, s: original.fn(q, k, v, s, scale=scale, precision=precision)  # noqa: E731
-        return jax.checkpoint(run)(q, k, v, segment_ids)
-
-    standin = dataclasses.replace(original, fn=remat_fn)
-    saved = dispatch.BACKENDS
-    xla.BACKEND = standin
-    dispatch.BACKENDS = tuple(standin if b is original else b for b in saved)
-    try:
-        yield
-    finally:
-        xla.BACKEND, dispatch.BACKENDS = original, saved
-
-
 def _plan_config(cfg: Config, platform: str) -> tuple[Config, float, list[str]]:
     """The config the plan compiles, the factor from its activation bytes to the real ones, and
     notes on what it changed."""
@@ -196,6 +170,10 @@ def plan_memory(
     env = parallel_env(plan_cfg, devices)
     sizes, mesh, rules = env.sizes, env.mesh, env.rules
     model = build_model(plan_cfg)
+    if platform == "cpu":
+        # The stand-ins only run XLA attention, whose backward would keep every layer's [heads, T, T]
+        # probabilities: tens of GiB a fused kernel never stores. Select for the plan's target instead.
+        model = model.clone(args=dataclasses.replace(model.args, platform=MEMORY_PLAN_PLATFORM))
     tx, _, _ = build_optimizer(plan_cfg)
     scaler = DynamicLossScaler.from_config(plan_cfg)
     state, shardings = abstract_train_state(model, tx, scaler, mesh, rules, plan_cfg.data.seq_len)
@@ -211,8 +189,7 @@ def plan_memory(
     )
     shape = (plan_cfg.data.micro_num, sizes.dp, plan_cfg.data.packed_length)
     batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding(mesh)) for k in BATCH_KEYS}
-    attention = fused_attention_memory() if platform == "cpu" else contextlib.nullcontext()
-    with attention, mesh_context(mesh, rules, plan_cfg.model.matmul_precision):
+    with mesh_context(mesh, rules, plan_cfg.model.matmul_precision):
         compiled = step.jitted.lower(state, batch, jnp.int32(0)).compile(_COMPILER_OPTIONS)
     stats = compiled.memory_analysis()
 

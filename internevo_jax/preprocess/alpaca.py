@@ -26,7 +26,7 @@ import numpy as np
 
 from internevo_jax.data.binmeta import BinWriter
 from internevo_jax.data.errors import DataError
-from internevo_jax.data.tokenize import Tokenizer
+from internevo_jax.data.tokenizer import Tokenizer
 
 EOH_ID = 103167  # InternLM's end-of-human token, as InternEvo's alpaca tool uses it
 EOA_ID = 103166  # end-of-assistant

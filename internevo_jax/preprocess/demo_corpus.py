@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from internevo_jax.data.tokenize import tokenize_texts
+from internevo_jax.preprocess.tokenize import tokenize_texts
 
 TYPES = ("code", "en")
 VALID_EVERY = 20  # every 20th sample is a validation sample

@@ -1,0 +1,49 @@
+"""The sentencepiece tokenizer as InternEvo's data uses it: a text becomes `[bos] + ids + [eos]`.
+
+Streaming training encodes with it on the fly; the offline tools (internevo_jax/preprocess) write
+`.bin` files with it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from internevo_jax.data.errors import DataError
+
+TOKENIZER_FILENAME = "tokenizer_internlm.model"  # InternEvo's default name, next to tools/tokenizer.py
+
+
+class Tokenizer:
+    """A sentencepiece model that encodes a text as `[bos] + ids + [eos]`."""
+
+    def __init__(self, model_path: str | os.PathLike):
+        import sentencepiece as spm
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise DataError(
+                f"The tokenizer model {path} does not exist. Pass the sentencepiece model the model was trained "
+                f"with via --tokenizer_path (for InternLM: its tokenizer.model, e.g. saved as "
+                f"tools/{TOKENIZER_FILENAME})."
+            )
+        # InternLM's models warn on every load about a harmless "\0" piece; hide load-time warnings only.
+        spm.set_min_log_level(2)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        except Exception as e:
+            raise DataError(
+                f"Cannot load {path} as a sentencepiece model ({e}); pass a sentencepiece .model file "
+                f"via --tokenizer_path."
+            ) from None
+        finally:
+            spm.set_min_log_level(0)
+        self.path = str(path)
+        self.bos_id, self.eos_id = self.sp.bos_id(), self.sp.eos_id()
+        if self.bos_id < 0 or self.eos_id < 0:
+            raise DataError(f"The tokenizer {path} defines no BOS or EOS token; InternEvo's data needs both.")
+        self.vocab_size = self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        """`[bos] + sentencepiece ids + [eos]`."""
+        return [self.bos_id, *self.sp.encode(text), self.eos_id]
