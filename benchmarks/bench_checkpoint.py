@@ -54,7 +54,7 @@ def measure(cfg, folder: str, repeats: int, trainer, loader) -> dict:
     results = {}
     for mode in ("async", "sync"):
         shutil.rmtree(folder, ignore_errors=True)
-        manager = build_checkpoint_manager(cfg, folder + ".run", install_signal_handlers=False)
+        manager = build_checkpoint_manager(cfg, folder + ".run")
         blocked, total, sizes = [], [], []
         try:
             for i in range(repeats):

@@ -237,7 +237,10 @@ def initialize_trainer(
 
 
 def initialize_checkpoint_manager(cfg: Config, run_dir: str | None = None):
-    """The checkpoint manager for `cfg.ckpt`: `resume(...)` before training, `maybe_save(...)` each step."""
+    """The checkpoint manager for `cfg.ckpt`: `maybe_save(...)` each step, `read(...)`, `finalize()`.
+
+    What to load at start is `internevo_jax.trainer.startup.load_at_start(cfg, manager, ...)`.
+    """
     from internevo_jax.checkpoint import build_checkpoint_manager
     from internevo_jax.trainer import resolve_run_dir
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from internevo_jax.checkpoint.storage import LocalLocation
+from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location
 
 
 class LocalFiles:
@@ -44,3 +44,12 @@ class LocalFiles:
             return 0
         shutil.rmtree(loc.path, ignore_errors=True)
         return 1
+
+
+def files_for(location: Location):
+    """The file API (LocalFiles or S3Store) for a location."""
+    if isinstance(location, S3Location):
+        from internevo_jax.checkpoint.s3 import S3Store
+
+        return S3Store(location.settings)
+    return LocalFiles()

@@ -10,13 +10,13 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from internevo_jax.checkpoint import build_checkpoint_manager
 from internevo_jax.config import Config
 from internevo_jax.data import build_train_loader, build_valid_loaders
 from internevo_jax.monitor import JsonlWriter, format_metrics_line, logger
 from internevo_jax.names import RUNS_ROOT
 from internevo_jax.parallel import local_dp_ranks
 from internevo_jax.trainer.build import build_trainer
+from internevo_jax.trainer.checkpointing import Checkpointing
 from internevo_jax.trainer.metrics import dense_params, model_flops_per_token, peak_flops_for, step_record
 from internevo_jax.trainer.state import TrainState
 from internevo_jax.trainer.step import LossFn
@@ -76,8 +76,8 @@ def fit(
         )
 
     run_dir = resolve_run_dir(cfg)
-    checkpoints = build_checkpoint_manager(cfg, run_dir)
-    trainer.state = checkpoints.resume(trainer.state, trainer.shardings, trainer.context, loader)
+    checkpoints = Checkpointing(cfg, run_dir)
+    checkpoints.restore_at_start(trainer, loader)
     writer = None
     if is_logger:
         write_resolved_config(cfg, run_dir)
@@ -98,7 +98,7 @@ def fit(
             if loader.should_skip(step):  # data.skip_batches: loaded, never trained on
                 trainer.skip(step_index=step)
                 logger.info("step %d skipped (data.skip_batches)", step + 1)
-                if checkpoints.maybe_save(trainer.state, ctx, loader):
+                if checkpoints.after_step(trainer.state, ctx, loader):
                     break
                 continue
             metrics = trainer.step(batch, step_index=step)
@@ -132,10 +132,10 @@ def fit(
                     record = {"step": ctx.step, **val}
                     logger.info("validation: %s", format_metrics_line(record))
                     writer.write(record)
-            if checkpoints.maybe_save(trainer.state, ctx, loader):  # schedule, stop file or signal
+            if checkpoints.after_step(trainer.state, ctx, loader):  # schedule, stop file or signal
                 break
     finally:
-        checkpoints.finalize()
+        checkpoints.close()
         if profiling and profile_start < ctx.step < profile_start + PROFILE_STEPS:
             jax.profiler.stop_trace()
         if writer is not None:

@@ -13,6 +13,7 @@ import pytest
 from ckpt_helpers import REPO, make_state, tiny_config
 
 from internevo_jax.checkpoint import MARKER, CheckpointError, build_checkpoint_manager, parse_location
+from internevo_jax.trainer.startup import load_at_start
 from internevo_jax.trainer.state import TrainContext
 
 
@@ -22,7 +23,7 @@ def good(tmp_path_factory):
     root = tmp_path_factory.mktemp("good")
     cfg = tiny_config(ckpt=dict(save_ckpt_folder=str(root / "ckpts"), checkpoint_every=4))
     state, _, loader = make_state(cfg, perturb=0.1)
-    manager = build_checkpoint_manager(cfg, str(root), install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, str(root))
     ctx = TrainContext(step=4)
     manager.maybe_save(state, ctx, loader)
     manager.finalize()
@@ -37,9 +38,9 @@ def _load(path, content=("all",), **model):
         ),
     )
     state, shardings, loader = make_state(cfg)
-    manager = build_checkpoint_manager(cfg, "unused", install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, "unused")
     try:
-        return manager.resume(state, shardings, TrainContext(), loader)
+        return load_at_start(cfg, manager, state, shardings, TrainContext(), loader)
     finally:
         manager.finalize()
 
@@ -101,7 +102,7 @@ def test_dead_s3_endpoint_fails_fast_naming_it(monkeypatch, tmp_path):
     )
     start = time.time()
     with pytest.raises(CheckpointError, match="Cannot reach the S3 endpoint") as err:
-        build_checkpoint_manager(cfg, str(tmp_path), install_signal_handlers=False)
+        build_checkpoint_manager(cfg, str(tmp_path))
     assert time.time() - start < 30
     assert endpoint in str(err.value) and "very-secret-value" not in str(err.value)
 
@@ -132,7 +133,7 @@ ENOSPC_SCRIPT = textwrap.dedent("""
     folder = sys.argv[1]
     cfg = tiny_config(ckpt=dict(save_ckpt_folder=folder, checkpoint_every=1))
     state, _, loader = make_state(cfg, perturb=0.1)
-    manager = build_checkpoint_manager(cfg, folder, install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, folder)
     ctx = TrainContext()
     try:
         for step in (1, 2, 3):

@@ -12,11 +12,12 @@ import pytest
 from ckpt_helpers import assert_trees_equal, host_tree, make_state, tiny_config
 
 from internevo_jax.checkpoint import MARKER, build_checkpoint_manager
+from internevo_jax.trainer.startup import load_at_start
 from internevo_jax.trainer.state import TrainContext
 
 
 def _save_steps(cfg, run_dir, steps, state, loader):
-    manager = build_checkpoint_manager(cfg, str(run_dir), install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, str(run_dir))
     ctx = TrainContext()
     try:
         for step in steps:
@@ -41,10 +42,10 @@ def _resume(cfg, run_dir, **ckpt):
     cfg = tiny_config(ckpt={**ckpt})
     state, shardings, loader = make_state(cfg)
     fresh = host_tree(state)
-    manager = build_checkpoint_manager(cfg, str(run_dir), install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, str(run_dir))
     ctx = TrainContext()
     try:
-        state = manager.resume(state, shardings, ctx, loader)
+        state = load_at_start(cfg, manager, state, shardings, ctx, loader)
     finally:
         manager.finalize()
     return host_tree(state), fresh, ctx, loader
@@ -180,8 +181,8 @@ def test_restored_arrays_use_the_target_shardings(saved):
     cfg, root, _ = saved
     cfg2 = tiny_config(ckpt=dict(save_ckpt_folder=f"local:{root}/ckpts"))
     state, shardings, loader = make_state(cfg2)
-    manager = build_checkpoint_manager(cfg2, str(root), install_signal_handlers=False)
-    restored = manager.resume(state, shardings, TrainContext(), loader)
+    manager = build_checkpoint_manager(cfg2, str(root))
+    restored = load_at_start(cfg2, manager, state, shardings, TrainContext(), loader)
     manager.finalize()
     for leaf, sharding in zip(jax.tree.leaves(restored), jax.tree.leaves(shardings)):
         assert leaf.sharding == sharding

@@ -7,6 +7,7 @@ import pytest
 from ckpt_helpers import assert_trees_equal, host_tree, make_state, tiny_config
 
 from internevo_jax.checkpoint import build_checkpoint_manager
+from internevo_jax.trainer.startup import load_at_start
 from internevo_jax.trainer.state import TrainContext
 
 DP8 = dict(zero1=dict(size=8, fsdp=True), tensor=dict(size=1, mode="mtp"))  # every array split 8 ways
@@ -26,7 +27,7 @@ def saved_on_8(tmp_path_factory):
     state, _, loader = make_state(cfg, devices=jax.devices()[:8], perturb=0.1)
     moment = state.opt_state[1].inner_state[0].mu["layers_0"]["feed_forward"]["w1"]["kernel"]
     assert len({str(s.index) for s in moment.addressable_shards}) == 8  # really saved from 8 distinct shards
-    manager = build_checkpoint_manager(cfg, str(root), install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, str(root))
     manager.maybe_save(state, TrainContext(step=3), loader)
     manager.finalize()
     return root / "ckpts", host_tree(state)
@@ -41,13 +42,13 @@ def test_restore_reshards_onto_another_mesh(saved_on_8, parallel, ndev):
     folder, expected = saved_on_8
     cfg = tiny_config(parallel=parallel, ckpt=dict(save_ckpt_folder=str(folder)))
     state, shardings, loader = make_state(cfg, devices=jax.devices()[:ndev])
-    manager = build_checkpoint_manager(cfg, str(folder.parent), install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, str(folder.parent))
     if parallel is TP2_DP4:  # really a tensor-parallel mesh: some weight is split over 2 tensor shards
         assert any("tensor" in str(getattr(s, "spec", "")) for s in jax.tree.leaves(shardings.params)), (
             "expected tensor-parallel shardings"
         )
     ctx = TrainContext()
-    restored = manager.resume(state, shardings, ctx, loader)
+    restored = load_at_start(cfg, manager, state, shardings, ctx, loader)
     manager.finalize()
     assert ctx.step == 3
     for leaf, sharding in zip(jax.tree.leaves(restored), jax.tree.leaves(shardings)):

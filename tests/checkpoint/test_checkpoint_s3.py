@@ -18,6 +18,8 @@ from ckpt_helpers import (
 )
 
 from internevo_jax.checkpoint import MARKER, CheckpointError, build_checkpoint_manager
+from internevo_jax.trainer.checkpointing import Checkpointing
+from internevo_jax.trainer.startup import load_at_start
 from internevo_jax.trainer.state import TrainContext
 
 
@@ -43,7 +45,7 @@ def _cfg(folder, staging, **ckpt):
 
 
 def _save(cfg, run_dir, steps, state, loader):
-    manager = build_checkpoint_manager(cfg, str(run_dir), install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, str(run_dir))
     ctx = TrainContext()
     try:
         for step in steps:
@@ -56,10 +58,10 @@ def _save(cfg, run_dir, steps, state, loader):
 
 def _resume(cfg, run_dir):
     state, shardings, loader = make_state(cfg)
-    manager = build_checkpoint_manager(cfg, str(run_dir), install_signal_handlers=False)
+    manager = build_checkpoint_manager(cfg, str(run_dir))
     ctx = TrainContext()
     try:
-        state = manager.resume(state, shardings, ctx, loader)
+        state = load_at_start(cfg, manager, state, shardings, ctx, loader)
     finally:
         manager.finalize()
     return host_tree(state), ctx
@@ -155,7 +157,7 @@ def test_load_model_only_from_an_s3_checkpoint_path(s3_env, bucket, tmp_path):
 def test_missing_bucket_is_named(s3_env, tmp_path):
     cfg = _cfg("boto3:s3://no-such-bucket/x", tmp_path / "stage")
     with pytest.raises(CheckpointError, match="bucket 'no-such-bucket' does not exist"):
-        build_checkpoint_manager(cfg, str(tmp_path), install_signal_handlers=False)
+        build_checkpoint_manager(cfg, str(tmp_path))
 
 
 def test_endpoint_down_at_save_time_training_goes_on(monkeypatch, tmp_path, caplog):
@@ -163,9 +165,9 @@ def test_endpoint_down_at_save_time_training_goes_on(monkeypatch, tmp_path, capl
     next scheduled save (server back on the same port) succeeds."""
     from moto.server import ThreadedMotoServer
 
-    from internevo_jax.checkpoint import manager as manager_module
+    from internevo_jax.checkpoint import upload as upload_module
 
-    monkeypatch.setattr(manager_module, "UPLOAD_BACKOFF_S", 0.05)
+    monkeypatch.setattr(upload_module, "UPLOAD_BACKOFF_S", 0.05)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}.items():
@@ -175,7 +177,8 @@ def test_endpoint_down_at_save_time_training_goes_on(monkeypatch, tmp_path, capl
     make_bucket(endpoint, "outage")
     cfg = _cfg("boto3:s3://outage/run", tmp_path / "stage", checkpoint_every=2)
     state, _, loader = make_state(cfg, perturb=0.1)
-    manager = build_checkpoint_manager(cfg, str(tmp_path), install_signal_handlers=False)
+    checkpointing = Checkpointing(cfg, str(tmp_path), install_signal_handlers=False)
+    manager = checkpointing.manager
     ctx = TrainContext()
     try:
         with caplog.at_level(logging.INFO, logger="internevo_jax"):
@@ -188,8 +191,8 @@ def test_endpoint_down_at_save_time_training_goes_on(monkeypatch, tmp_path, capl
                     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
                     server.start()
                 ctx.step = step
-                assert manager.maybe_save(state, ctx, loader) is False
-            manager.finalize()
+                assert checkpointing.after_step(state, ctx, loader) is False
+            checkpointing.close()
         keys = _keys(endpoint, "outage", "run/")
         assert "run/2/COMMITTED" in keys and "run/6/COMMITTED" in keys
         assert "run/4/COMMITTED" not in keys

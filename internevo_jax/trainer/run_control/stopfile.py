@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import os
 
+from internevo_jax.checkpoint.policy import Request
+
 logger = logging.getLogger("internevo_jax")
 
-SAVE = 1
-SAVE_AND_EXIT = 2
+SAVE = Request.SAVE
+SAVE_AND_EXIT = Request.SAVE_AND_EXIT
 
 
 class StopFile:
@@ -59,9 +61,9 @@ class StopFile:
             logger.info("stop file %s: will %s at step %d", self.path, what, abs(value))
         return value
 
-    def action(self, step: int) -> int:
-        """SAVE, SAVE_AND_EXIT or 0 for the state after `step` steps."""
+    def action(self, step: int) -> Request:
+        """SAVE, SAVE_AND_EXIT or Request.NONE (0) for the state after `step` steps."""
         value = self.value()
         if not value or abs(value) != step:
-            return 0
+            return Request.NONE
         return SAVE if value < 0 else SAVE_AND_EXIT

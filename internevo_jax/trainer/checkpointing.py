@@ -1,0 +1,61 @@
+"""The loop's one checkpointing object: what to load at start, save after each step, clean up at the end.
+
+It combines run control (stop file, signals), the save policy (inside CheckpointManager.maybe_save)
+and the checkpoint manager.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from internevo_jax.checkpoint import build_checkpoint_manager
+from internevo_jax.trainer.run_control import RunControl
+from internevo_jax.trainer.startup import load_at_start
+
+logger = logging.getLogger("internevo_jax")
+
+
+class Checkpointing:
+    """`restore_at_start(trainer, loader)` once, `after_step(state, ctx, loader)` every step, `close()` in a finally."""
+
+    def __init__(self, cfg, run_dir: str, *, install_signal_handlers: bool = True):
+        self.cfg = cfg
+        self.manager = build_checkpoint_manager(cfg, run_dir)
+        # Without saving a signal keeps its usual effect: there would be nothing to save before exiting.
+        self.run_control = RunControl(
+            cfg.ckpt.stop_file_path, catch_signals=install_signal_handlers and self.manager.save_enabled
+        )
+
+    def restore_at_start(self, trainer, loader) -> None:
+        """Load what the config asks for into the trainer's state and context, and the loader's position."""
+        trainer.state = load_at_start(
+            self.cfg, self.manager, trainer.state, trainer.shardings, trainer.context, loader
+        )
+
+    def after_step(self, state, ctx, loader) -> bool:
+        """Save when the schedule, the stop file or a signal asks; True = stop now."""
+        self.manager.check_background()
+        poll = self.run_control.poll(ctx.step)
+        self.manager.maybe_save(state, ctx, loader, request=poll.request, reason=poll.reason)
+        if not poll.exit:
+            return False
+        self.manager.wait()
+        step = ctx.step
+        if self.manager.save_enabled and self.manager.failed(step):
+            logger.error(
+                "%s: the checkpoint of step %d could NOT be saved (see above); stopping", poll.asked_by, step
+            )
+        elif self.manager.save_enabled:
+            logger.warning("%s: saved the checkpoint of step %d; stopping", poll.asked_by, step)
+        else:
+            logger.warning(
+                "%s: stopping at step %d (checkpoint saving is disabled, nothing saved)", poll.asked_by, step
+            )
+        return True
+
+    def close(self) -> None:
+        """Wait for the last save, close the manager and put the signal handlers back."""
+        try:
+            self.manager.finalize()
+        finally:
+            self.run_control.close()
