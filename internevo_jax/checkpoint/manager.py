@@ -29,7 +29,6 @@ from internevo_jax.checkpoint.content import (
 )
 from internevo_jax.checkpoint.errors import CheckpointError, StorageUnreachable, first_line, is_disk_full
 from internevo_jax.checkpoint.files import LocalFiles
-from internevo_jax.checkpoint.hf_hook import load_hf_into
 from internevo_jax.checkpoint.layout import (
     ITEMS,
     MARKER,
@@ -48,6 +47,7 @@ from internevo_jax.checkpoint.s3 import S3Store
 from internevo_jax.checkpoint.signals import SignalCatcher
 from internevo_jax.checkpoint.stopfile import SAVE, SAVE_AND_EXIT, StopFile
 from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location, parse_location
+from internevo_jax.hf.loader import load_hf_into
 
 logger = logging.getLogger("internevo_jax")
 
