@@ -98,11 +98,10 @@ def generate(
 def load_model_params(cfg: Any, path: str) -> tuple[Any, dict]:
     """(model, params) for `cfg` from a trainer checkpoint or an HF folder at `path`."""
     from internevo_jax.checkpoint.errors import CheckpointError
-    from internevo_jax.checkpoint.hf import load_hf_params
-    from internevo_jax.checkpoint.hf_export import check_params_fit
-    from internevo_jax.checkpoint.hf_io import load_params
-    from internevo_jax.checkpoint.hf_layout import restack, unrolled_leaves
-    from internevo_jax.model import abstract_params, build_model
+    from internevo_jax.checkpoint.model_files import load_params
+    from internevo_jax.hf import load_hf_params
+    from internevo_jax.hf.export import check_params_fit
+    from internevo_jax.model import abstract_params, build_model, in_layout_of
 
     model = build_model(cfg)
     abstract = abstract_params(model)
@@ -111,8 +110,7 @@ def load_model_params(cfg: Any, path: str) -> tuple[Any, dict]:
     else:
         params, _, folder = load_params(path)
         check_params_fit(params, model, folder)
-        leaves = {p: np.asarray(v) for p, v in unrolled_leaves(params).items()}
-        params = restack(leaves, abstract)  # the saved layout (scanned or not) -> the config's
+        params = in_layout_of(params, abstract)  # the saved layout (scanned or not) -> the config's
     if not params:
         raise CheckpointError(f"no parameters found at {path}")
     return model, jax.tree.map(jnp.asarray, params)

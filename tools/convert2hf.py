@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from internevo_jax.checkpoint.errors import CheckpointError
-    from internevo_jax.checkpoint.hf import export_hf
-    from internevo_jax.checkpoint.hf_io import config_from_saved, load_params
+    from internevo_jax.checkpoint.model_files import config_from_saved, load_params
     from internevo_jax.config import ConfigError, load_config
+    from internevo_jax.hf import export_hf
 
     cast = {"bf16": jnp.bfloat16, "fp16": jnp.float16, "fp32": jnp.float32}[args.dtype]
     try:

@@ -39,9 +39,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     from internevo_jax.checkpoint.errors import CheckpointError
-    from internevo_jax.checkpoint.hf import describe_model, import_hf
-    from internevo_jax.checkpoint.hf_io import save_params
+    from internevo_jax.checkpoint.model_files import save_params
     from internevo_jax.config import ConfigError
+    from internevo_jax.hf import describe_model, import_hf
 
     try:
         params, cfg = import_hf(args.src, args.model_type, dtype=DTYPES[args.dtype])

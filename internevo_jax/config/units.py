@@ -32,5 +32,5 @@ def parse_size(text: str | int) -> int:
     if unit in ("K", "M", "G", "T"):
         unit += "B"
     if not match or unit not in _UNITS:
-        raise ValueError(f"cannot read the size {text!r}; write it like 80GB, 500MB, 2GiB or 96e9")
+        raise ValueError(f"cannot read the size {text!r}; write it like 5GB, 500MB, 2GiB or 96e9")
     return int(float(match.group(1)) * _UNITS[unit])

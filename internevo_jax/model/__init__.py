@@ -23,7 +23,7 @@ from internevo_jax.model.causal_lm import CausalLM
 from internevo_jax.model.internlm import InternLM
 from internevo_jax.model.internlm2 import InternLM2
 from internevo_jax.model.llama2 import Llama2
-from internevo_jax.model.params import abstract_params, stack_layers, unstack_layers
+from internevo_jax.model.params import abstract_params, in_layout_of, is_scanned, stack_layers, unstack_layers
 from internevo_jax.model.registry import (
     MODEL_REGISTRY,
     build_model,
@@ -55,6 +55,8 @@ __all__ = [
     "check_supported",
     "detect_platform",
     "get_model_class",
+    "in_layout_of",
+    "is_scanned",
     "model_family",
     "model_notes",
     "register_model",

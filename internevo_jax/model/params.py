@@ -1,8 +1,9 @@
 """Converting parameter trees between the unrolled layout (layers_0 .. layers_{L-1}) and the
 scanned layout (one "layers" entry whose leaves have a leading [L] axis).
 
-Works on plain arrays and on flax's LogicallyPartitioned boxes (the "layers" logical axis is
-added or removed with the leading dimension).
+Works on jax arrays, on numpy arrays (which stay numpy, on the host), on ShapeDtypeStructs
+(unstacking only) and on flax's LogicallyPartitioned boxes (the "layers" logical axis is added or
+removed with the leading dimension).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from internevo_jax.names import LAYERS
 
@@ -49,6 +51,8 @@ def stack_layers(tree: dict) -> dict:
         if _is_box(leaves[0]):
             value = jnp.stack([leaf.value for leaf in leaves])
             return leaves[0].replace(value=value, names=(LAYERS, *leaves[0].names))
+        if isinstance(leaves[0], np.ndarray):
+            return np.stack(leaves)  # host weights (checkpoint conversion) are not moved to a device
         return jnp.stack(leaves)
 
     params["layers"] = jax.tree.map(stack, *layers, is_leaf=_is_box)
@@ -67,10 +71,25 @@ def unstack_layers(tree: dict) -> dict:
         def pick(leaf):
             if _is_box(leaf):
                 return leaf.replace(value=leaf.value[i], names=tuple(leaf.names[1:]))
-            return leaf[i]
+            if isinstance(leaf, jax.ShapeDtypeStruct):
+                return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
+            return leaf[i]  # a view for numpy arrays: no copy of the weights
 
         return jax.tree.map(pick, stacked, is_leaf=_is_box)
 
     for i in range(num_layers):
         params[f"layers_{i}"] = take(i)
     return {"params": params} if wrapped else params
+
+
+def is_scanned(tree: dict) -> bool:
+    """True for the scanned layout: a "layers" entry and no layers_i entries."""
+    params, _ = _params_root(tree)
+    return "layers" in params and not any(_LAYER_KEY.match(k) for k in params)
+
+
+def in_layout_of(tree: dict, like: dict) -> dict:
+    """`tree` in the layer layout of `like`: stacked when `like` is scanned, unrolled when it is not."""
+    if is_scanned(tree) == is_scanned(like):
+        return tree
+    return stack_layers(tree) if is_scanned(like) else unstack_layers(tree)

@@ -20,8 +20,8 @@ from internevo_jax.checkpoint import (
     parse_location,
 )
 from internevo_jax.checkpoint.content import restores_context, with_schedule_from
-from internevo_jax.checkpoint.hf_hook import load_hf_into
 from internevo_jax.checkpoint.storage import Location
+from internevo_jax.hf import load_hf_into
 
 logger = logging.getLogger("internevo_jax")
 

@@ -190,7 +190,7 @@ def test_restored_arrays_use_the_target_shardings(saved):
 
 
 def test_hf_ckpt_type_goes_through_the_converter(tmp_path):
-    from internevo_jax.checkpoint.hf import export_hf
+    from internevo_jax.hf import export_hf
 
     cfg = tiny_config()
     state, _, _ = make_state(cfg, perturb=0.1)

@@ -12,8 +12,8 @@ import pytest
 from hf_helpers import REPO, load_tool, random_params, save_random_internlm2, tiny_cfg
 
 from internevo_jax.checkpoint.errors import CheckpointError
-from internevo_jax.checkpoint.hf import export_hf, import_hf, load_hf_params
-from internevo_jax.checkpoint.hf_io import save_params
+from internevo_jax.checkpoint.model_files import save_params
+from internevo_jax.hf import export_hf, import_hf, load_hf_params
 
 
 def abstract_of(cfg):

@@ -7,8 +7,8 @@ import pytest
 from hf_helpers import random_params, tiny_cfg
 
 from internevo_jax import generate as gen
-from internevo_jax.checkpoint.hf import export_hf
-from internevo_jax.checkpoint.hf_io import save_params
+from internevo_jax.checkpoint.model_files import save_params
+from internevo_jax.hf import export_hf
 
 CONFIG = """
 model_type = "{model_type}"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from hf_helpers import load_state, random_params, tiny_cfg
 
-from internevo_jax.checkpoint.hf import export_hf, import_hf
-from internevo_jax.checkpoint.hf_layout import tensor_map
-from internevo_jax.checkpoint.hf_safetensors import plan_shards
 from internevo_jax.config.units import parse_size
+from internevo_jax.hf import export_hf, import_hf
+from internevo_jax.hf.shards import plan_shards
+from internevo_jax.hf.tensors import tensor_map
 
 
 def internevo_grouped_rows(heads: int, kv_heads: int, head_dim: int) -> list[tuple[str, int, int]]:

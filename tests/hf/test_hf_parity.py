@@ -20,8 +20,8 @@ from hf_helpers import (
     tiny_cfg,
 )
 
-from internevo_jax.checkpoint.hf import export_hf, import_hf, load_hf_params
-from internevo_jax.checkpoint.hf_config import model_settings
+from internevo_jax.hf import export_hf, import_hf, load_hf_params
+from internevo_jax.hf.config_json import model_settings
 
 TOL = 1e-4
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hf_helpers import TOKENIZERS, load_tool, random_params, tiny_cfg
 
-from internevo_jax.checkpoint.hf_io import load_params, save_params
+from internevo_jax.checkpoint.model_files import load_params, save_params
 
 convert2hf, hf2internevo = load_tool("convert2hf"), load_tool("hf2internevo")
 
@@ -120,8 +120,8 @@ def test_trainer_loads_imported_and_hf_checkpoints(tmp_path):
     """The checkpoint module's loaders accept what hf2internevo writes and the HF folder itself."""
     import flax
 
-    from internevo_jax.checkpoint.hf_hook import load_hf_into
     from internevo_jax.checkpoint.restore import read_checkpoint
+    from internevo_jax.hf import load_hf_into
 
     cfg = tiny_cfg("INTERNLM2", scan_layers=True)
     unrolled = random_params(tiny_cfg("INTERNLM2"), seed=4)

@@ -1,5 +1,5 @@
-"""config.json <-> our model settings, for the three HF layouts (LLaMA for INTERNLM and LLAMA2,
-InternLM2 with its remote-code classes)."""
+"""config.json <-> our model settings. The fields every supported layout shares are here; each
+family's own fields come from its `HFMapping`."""
 
 from __future__ import annotations
 
@@ -8,30 +8,28 @@ import os
 from typing import Any
 
 from internevo_jax.checkpoint.errors import CheckpointError
-from internevo_jax.checkpoint.hf_layout import HF_ARCHITECTURES
+from internevo_jax.hf.registry import mapping_for, mapping_of_config
+from internevo_jax.model.registry import model_family
+from internevo_jax.names import round_mlp_hidden_size
 
-# What the released InternLM2 checkpoints put in config.json to find their remote code.
-INTERNLM2_AUTO_MAP = {
-    "AutoConfig": "configuration_internlm2.InternLM2Config",
-    "AutoModel": "modeling_internlm2.InternLM2ForCausalLM",
-    "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM",
-}
 TORCH_DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
 
 
 def hf_config(args: Any, family: str, *, dtype: str, special_ids: dict[str, int] | None = None) -> dict:
     """config.json for a model with ModelArgs `args` exported in `family`'s HF layout.
 
-    Refuses what the HF classes cannot express (post-norm blocks without a final norm, LayerNorm).
+    Refuses what the HF classes cannot express (post-norm blocks without a final norm, LayerNorm,
+    and what the family's `config_fields` refuses).
     """
+    mapping = mapping_for(family)
     problems = []
     if args.post_norm or not args.final_norm:
-        problems.append("apply_post_layer_norm=True (HF's LLaMA and InternLM2 are pre-norm)")
+        problems.append(f"apply_post_layer_norm=True (HF's {mapping.architecture} is pre-norm)")
     if args.norm_type != "rmsnorm":
-        problems.append(f"norm_type={args.norm_type!r} (HF's LLaMA and InternLM2 use RMSNorm)")
+        problems.append(f"norm_type={args.norm_type!r} (HF's {mapping.architecture} uses RMSNorm)")
     if problems:
         raise CheckpointError(
-            f"This {family} model cannot be written as a Hugging Face {HF_ARCHITECTURES[family]}: it uses "
+            f"This {family} model cannot be written as a Hugging Face {mapping.architecture}: it uses "
             f"{'; '.join(problems)}. Only models with the HF architecture's structure can be exported."
         )
     ids = {"bos_token_id": 1, "eos_token_id": 2, **(special_ids or {})}
@@ -39,7 +37,11 @@ def hf_config(args: Any, family: str, *, dtype: str, special_ids: dict[str, int]
     if args.dynamic_ntk:
         # InternEvo trains with factor 1.0; HF's dynamic NTK with factor 1 is the same formula.
         rope_scaling = {"type": "dynamic", "rope_type": "dynamic", "factor": float(args.rope_scaling_factor)}
-    common = {
+    return {
+        "architectures": [mapping.architecture],
+        "model_type": mapping.hf_model_type,
+        **mapping.config_fields(args),
+        mapping.bias_key: bool(args.qkv_bias),
         "vocab_size": args.vocab_size,
         "hidden_size": args.hidden_size,
         "intermediate_size": args.mlp_hidden_size,
@@ -57,29 +59,6 @@ def hf_config(args: Any, family: str, *, dtype: str, special_ids: dict[str, int]
         "pretraining_tp": 1,
         "torch_dtype": TORCH_DTYPES[dtype],
         **ids,
-    }
-    if family == "INTERNLM2":
-        return {
-            "architectures": ["InternLM2ForCausalLM"],
-            "auto_map": dict(INTERNLM2_AUTO_MAP),
-            "model_type": "internlm2",
-            "attn_implementation": "eager",
-            "bias": bool(args.qkv_bias),
-            **common,
-        }
-    if args.qkv_bias != args.out_bias:
-        raise CheckpointError(
-            "HF's LlamaForCausalLM has one attention_bias switch for q/k/v and o; this "
-            "model has biases on only some of them, so it cannot be exported."
-        )
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "attention_bias": bool(args.qkv_bias),
-        "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "head_dim": args.head_dim,
-        **common,
     }
 
 
@@ -105,21 +84,6 @@ def read_hf_config(folder: str) -> dict:
         ) from err
 
 
-def hf_family(config: dict, source: str) -> str:
-    """Which of our families an HF config.json describes: "INTERNLM2" or "LLAMA" (INTERNLM / LLAMA2)."""
-    archs = config.get("architectures") or []
-    kind = config.get("model_type")
-    if "InternLM2ForCausalLM" in archs or kind == "internlm2":
-        return "INTERNLM2"
-    if "LlamaForCausalLM" in archs or kind == "llama":
-        return "LLAMA"
-    raise CheckpointError(
-        f"{source}/config.json describes {', '.join(archs) or kind or 'an unknown model'}, which this "
-        "converter does not read: it reads LlamaForCausalLM (InternLM1 with attention_bias=true, LLaMA2) "
-        "and InternLM2ForCausalLM. Use a checkpoint of one of those architectures."
-    )
-
-
 def rope_settings(config: dict) -> tuple[float, dict | None]:
     """(rope_theta, rope scaling dict or None) from either transformers 4 or 5 key names."""
     params = config.get("rope_parameters") or {}
@@ -132,8 +96,6 @@ def rope_settings(config: dict) -> tuple[float, dict | None]:
 
 def _mlp_ratio(hidden: int, intermediate: int) -> tuple[float, int]:
     """(mlp_ratio, multiple_of) for which InternEvo's rounding gives exactly `intermediate`."""
-    from internevo_jax.model import round_mlp_hidden_size
-
     ratio = intermediate / hidden
     for multiple in (256, 128, 64, 32, 16, 8, 1):
         if round_mlp_hidden_size(hidden, ratio, multiple) == intermediate:
@@ -143,7 +105,7 @@ def _mlp_ratio(hidden: int, intermediate: int) -> tuple[float, int]:
 
 def model_settings(config: dict, source: str, model_type: str | None = None) -> tuple[str, dict, list[str]]:
     """(model_type, `model` dict of our config keys, warnings) that reproduce an HF config.json."""
-    family = hf_family(config, source)
+    mapping = mapping_of_config(config, source)
     hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
     problems, warnings = [], []
     if config.get("hidden_act", "silu") != "silu":
@@ -172,20 +134,13 @@ def model_settings(config: dict, source: str, model_type: str | None = None) -> 
             f"{source}/config.json uses {'; '.join(problems)}, which this converter cannot "
             "represent. Use a checkpoint without these features."
         )
-    if family == "INTERNLM2":
-        chosen, bias = "INTERNLM2", bool(config.get("bias", False))
-    else:
-        bias = bool(config.get("attention_bias", False))
-        chosen = "INTERNLM" if bias else "LLAMA2"
+    bias = bool(config.get(mapping.bias_key, False))
+    chosen = mapping.model_type_for(bias)
     if model_type:
-        from internevo_jax.model import model_family
-
-        wanted = model_family(model_type)
-        if (wanted == "INTERNLM2") != (family == "INTERNLM2"):
+        if mapping_for(model_family(model_type)) is not mapping:
             raise CheckpointError(
-                f"{source} holds a {HF_ARCHITECTURES['INTERNLM2'] if family == 'INTERNLM2' else 'LlamaForCausalLM'} "
-                f"model, which cannot be read as model_type {model_type!r}. Use "
-                f"{'INTERNLM2' if family == 'INTERNLM2' else 'LLAMA2 or INTERNLM'} (or leave --model_type out)."
+                f"{source} holds a {mapping.architecture} model, which cannot be read as model_type "
+                f"{model_type!r}. Use {mapping.model_type_hint} (or leave --model_type out)."
             )
         chosen = model_type
     ratio, multiple = _mlp_ratio(hidden, int(config["intermediate_size"]))

@@ -11,12 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from internevo_jax.checkpoint.content import first_mismatch
 from internevo_jax.checkpoint.errors import CheckpointError
-from internevo_jax.checkpoint.hf_config import hf_config
-from internevo_jax.checkpoint.hf_layout import hf_order, tensor_map, unrolled_leaves
-from internevo_jax.checkpoint.hf_safetensors import write_sharded
-from internevo_jax.checkpoint.hf_tokenizer import write_tokenizer
 from internevo_jax.config.units import parse_size
+from internevo_jax.hf.config_json import hf_config
+from internevo_jax.hf.registry import mapping_for
+from internevo_jax.hf.shards import write_sharded
+from internevo_jax.hf.tensors import hf_order, tensor_map, unrolled_leaves
+from internevo_jax.hf.tokenizer import write_tokenizer
+from internevo_jax.model import abstract_params, build_model, model_family
 
 logger = logging.getLogger("internevo_jax")
 
@@ -36,9 +39,6 @@ def unrolled_shapes(tree: dict) -> dict[str, tuple]:
 
 def check_params_fit(params: dict, model, source: str) -> None:
     """CheckpointError when `params` are not the parameters of `model` (config and weights disagree)."""
-    from internevo_jax.checkpoint.content import first_mismatch
-    from internevo_jax.model import abstract_params
-
     problem = first_mismatch(unrolled_shapes(params), unrolled_shapes(abstract_params(model)))
     if problem:
         raise CheckpointError(
@@ -77,8 +77,6 @@ def export_hf(
     source: str = "the checkpoint",
 ) -> dict:
     """Write `params` (unrolled or scanned tree) of the model `cfg` describes to `target`; returns config.json."""
-    from internevo_jax.model import build_model, model_family
-
     if dtype not in EXPORT_DTYPES:
         raise CheckpointError(f"--dtype {dtype!r} is not one of {', '.join(EXPORT_DTYPES)}.")
     if os.path.exists(target) and not overwrite and not (os.path.isdir(target) and not os.listdir(target)):
@@ -88,6 +86,7 @@ def export_hf(
     max_bytes = parse_size(max_shard_size)
     model = build_model(cfg)
     family = model_family(cfg.model_type)
+    mapping = mapping_for(family)
     check_params_fit(params, model, source)
     leaves = unrolled_leaves(params)
     maps = {
@@ -102,7 +101,7 @@ def export_hf(
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        special = write_tokenizer(tokenizer, tmp, family) if tokenizer else None
+        special = write_tokenizer(tokenizer, tmp, mapping) if tokenizer else None
         config = hf_config(model.args, family, dtype=dtype, special_ids=special)
         write_sharded(
             tmp,
@@ -120,13 +119,8 @@ def export_hf(
             f.write("\n")
         if remote_code:
             _copy_remote_code(remote_code, tmp)
-        elif family == "INTERNLM2":
-            logger.warning(
-                "InternLM2ForCausalLM is remote code in transformers: copy configuration_internlm2.py, "
-                "modeling_internlm2.py (and tokenization_internlm2*.py) from a released InternLM2 "
-                "model into %s, or pass --remote_code DIR, before loading with trust_remote_code=True",
-                target,
-            )
+        elif mapping.remote_code_note:
+            logger.warning(mapping.remote_code_note, target)
         _replace_folder(tmp, target, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -138,8 +132,8 @@ def _copy_remote_code(folder: str, target: str) -> None:
     names = sorted(n for n in os.listdir(folder) if n.endswith(".py")) if os.path.isdir(folder) else []
     if not names:
         raise CheckpointError(
-            f"--remote_code {folder} holds no .py files. Point it at a folder with "
-            "configuration_internlm2.py and modeling_internlm2.py (a released InternLM2 model)."
+            f"--remote_code {folder} holds no .py files. Point it at a folder with the model's "
+            "modeling code (e.g. configuration_internlm2.py and modeling_internlm2.py of a released InternLM2 model)."
         )
     for name in names:
         shutil.copyfile(os.path.join(folder, name), os.path.join(target, name))

@@ -8,13 +8,7 @@ import os
 import shutil
 
 from internevo_jax.checkpoint.errors import CheckpointError
-
-INTERNLM2_TOKENIZER_MAP = {
-    "AutoTokenizer": [
-        "tokenization_internlm2.InternLM2Tokenizer",
-        "tokenization_internlm2_fast.InternLM2TokenizerFast",
-    ]
-}
+from internevo_jax.hf.spec import HFMapping
 
 
 def _piece(sp, index: int) -> str | None:
@@ -58,8 +52,11 @@ def adds_dummy_prefix(tokenizer_path: str) -> bool | None:
         return None
 
 
-def write_tokenizer(tokenizer_path: str, folder: str, family: str) -> dict[str, int]:
-    """Copy the tokenizer into `folder`; returns {bos_token_id, eos_token_id, pad_token_id} for config.json."""
+def write_tokenizer(tokenizer_path: str, folder: str, mapping: HFMapping) -> dict[str, int]:
+    """Copy the tokenizer into `folder` with `mapping`'s tokenizer class.
+
+    Returns {bos_token_id, eos_token_id, pad_token_id} for config.json.
+    """
     if not os.path.isfile(tokenizer_path):
         raise CheckpointError(
             f"--tokenizer {tokenizer_path} does not exist. Pass the sentencepiece .model file "
@@ -77,16 +74,7 @@ def write_tokenizer(tokenizer_path: str, folder: str, family: str) -> dict[str, 
         "model_max_length": 1000000000000000019884624838656,
         **names,
     }
-    if family == "INTERNLM2":
-        # The InternLM2 tokenizer classes are remote code, like the model's (see --remote_code).
-        config.update(tokenizer_class="InternLM2Tokenizer", auto_map=INTERNLM2_TOKENIZER_MAP)
-    else:
-        config.update(tokenizer_class="LlamaTokenizer", legacy=True)
-        prefix = adds_dummy_prefix(tokenizer_path)
-        if prefix is not None:
-            # transformers' LLaMA tokenizer prepends "▁" unless told otherwise; the InternLM
-            # tokenizers do not, and without this the first word would get another id.
-            config["add_prefix_space"] = prefix
+    config.update(mapping.tokenizer_fields(tokenizer_path))
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
         f.write("\n")

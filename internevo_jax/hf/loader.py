@@ -1,4 +1,4 @@
-"""ckpt_type="hf": hand the weights folder to internevo_jax.checkpoint.hf.load_hf_params."""
+"""ckpt_type="hf": load a Hugging Face model folder into the train state at training start."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import jax
 from internevo_jax.checkpoint.content import abstract_like, first_mismatch, named_shapes
 from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.checkpoint.storage import LocalLocation, parse_location
+from internevo_jax.hf.importer import load_hf_params
 
 logger = logging.getLogger("internevo_jax")
 
 
 def load_hf_into(state, shardings, path: str, cfg, content: frozenset[str]):
     """Load Hugging Face weights into `state.params` (placed in `shardings.params`)."""
-    from internevo_jax.checkpoint import hf  # imported here: safetensors is only needed for HF loads
-
     location = parse_location(path, key="ckpt.load_ckpt_info.path")
     if not isinstance(location, LocalLocation):
         raise CheckpointError(
@@ -29,7 +28,7 @@ def load_hf_into(state, shardings, path: str, cfg, content: frozenset[str]):
             ", ".join(sorted(content - {"model"})),
         )
     abstract = abstract_like(state.params, shardings.params)
-    params = hf.load_hf_params(location.path, cfg, abstract)
+    params = load_hf_params(location.path, cfg, abstract)
     problem = first_mismatch(named_shapes(params), named_shapes(abstract))
     if problem:
         raise CheckpointError(

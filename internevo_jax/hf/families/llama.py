@@ -1,0 +1,68 @@
+"""transformers' LlamaForCausalLM: the layout of INTERNLM (InternLM1 = LLaMA with attention_bias=true)
+and LLAMA2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from internevo_jax.checkpoint.errors import CheckpointError
+from internevo_jax.hf.spec import HFMapping
+from internevo_jax.hf.tokenizer import adds_dummy_prefix
+
+TOP = {
+    ("embedding", "embedding"): "model.embed_tokens.weight",
+    ("norm", "scale"): "model.norm.weight",
+    ("head", "kernel"): "lm_head.weight",
+}
+LAYER = {
+    ("attention_norm", "scale"): "input_layernorm.weight",
+    ("ffn_norm", "scale"): "post_attention_layernorm.weight",
+    ("attention", "wq"): "self_attn.q_proj",
+    ("attention", "wk"): "self_attn.k_proj",
+    ("attention", "wv"): "self_attn.v_proj",
+    ("attention", "wo"): "self_attn.o_proj",
+    # InternEvo's w1/w3/w2 are SwiGLU's gate/up/down (its own converter once swapped w2 and w3).
+    ("feed_forward", "w1"): "mlp.gate_proj",
+    ("feed_forward", "w3"): "mlp.up_proj",
+    ("feed_forward", "w2"): "mlp.down_proj",
+}
+
+
+def config_fields(args: Any) -> dict:
+    """LLaMA's own config.json fields."""
+    if args.qkv_bias != args.out_bias:
+        raise CheckpointError(
+            "HF's LlamaForCausalLM has one attention_bias switch for q/k/v and o; this "
+            "model has biases on only some of them, so it cannot be exported."
+        )
+    return {"attention_dropout": 0.0, "mlp_bias": False, "head_dim": args.head_dim}
+
+
+def tokenizer_fields(tokenizer_path: str) -> dict:
+    """transformers' LlamaTokenizer, told whether the sentencepiece model adds a dummy prefix."""
+    fields: dict = {"tokenizer_class": "LlamaTokenizer", "legacy": True}
+    prefix = adds_dummy_prefix(tokenizer_path)
+    if prefix is not None:
+        # transformers' LLaMA tokenizer prepends "▁" unless told otherwise; the InternLM
+        # tokenizers do not, and without this the first word would get another id.
+        fields["add_prefix_space"] = prefix
+    return fields
+
+
+MAPPING = HFMapping(
+    families=("INTERNLM", "LLAMA2"),
+    architecture="LlamaForCausalLM",
+    hf_model_type="llama",
+    top=TOP,
+    layer=LAYER,
+    bias_key="attention_bias",
+    config_fields=config_fields,
+    tokenizer_fields=tokenizer_fields,
+    model_type_for=lambda bias: "INTERNLM" if bias else "LLAMA2",
+    model_type_hint="LLAMA2 (or INTERNLM when it has attention biases)",
+    description="LlamaForCausalLM (InternLM1 with attention_bias=true, LLaMA2)",
+    bias_hint=(
+        " The HF config's attention_bias and the model's biases disagree: InternLM1 (INTERNLM) has q/k/v/o "
+        "biases (attention_bias=true); for a checkpoint without them use LLAMA2 or model.no_bias=True."
+    ),
+)
