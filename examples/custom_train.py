@@ -1,4 +1,4 @@
-"""A custom training script on the programmatic API: your own loss and your own metric.
+"""A custom training script: `fit` with your own loss and one callback for your own metric.
 
     python examples/custom_train.py --config configs/demo.py --launcher local \
         --loss smooth_zloss --label_smoothing 0.1 --z_loss_weight 1e-4
@@ -13,18 +13,9 @@ import os
 import jax
 import jax.numpy as jnp
 
-from internevo_jax.initialize import (
-    build_train_loader_with_data_type,
-    build_valid_loader_with_data_type,
-    get_default_parser,
-    initialize_model,
-    initialize_optimizer,
-    initialize_parallel,
-    initialize_trainer,
-    launch_from_config,
-)
-from internevo_jax.monitor import JsonlWriter, format_metrics_line, logger
-from internevo_jax.trainer import resolve_run_dir
+from internevo_jax.initialize import get_default_parser, launch_from_config
+from internevo_jax.monitor import JsonlWriter
+from internevo_jax.trainer import Callback, fit
 
 
 def smoothed_ce_with_z_loss(label_smoothing: float, z_loss_weight: float):
@@ -50,6 +41,32 @@ def smoothed_ce_with_z_loss(label_smoothing: float, z_loss_weight: float):
     return loss_fn
 
 
+class CodeShare(Callback):
+    """Adds `code_share`, the share of the step's tokens that are code, to every step's record
+    (the metrics line and metrics.jsonl show it), and keeps a short summary in custom_metrics.jsonl."""
+
+    SUMMARY = ("step", "loss", "lr", "grad_norm", "code_share", "z_loss")
+
+    def __init__(self):
+        self.summary = None
+
+    def on_train_start(self, run):
+        if run.is_logger:
+            self.summary = JsonlWriter(os.path.join(run.run_dir, "custom_metrics.jsonl"))
+
+    def add_metrics(self, run, step, record):
+        tokens = sum(v for k, v in record.items() if k.startswith("tokens/"))
+        return {"code_share": round(record.get("tokens/code", 0.0) / max(tokens, 1.0), 4)}
+
+    def on_step_end(self, run, step, record):
+        if self.summary is not None:
+            self.summary.write({k: record[k] for k in self.SUMMARY if k in record})
+
+    def on_train_end(self, run):
+        if self.summary is not None:
+            self.summary.close()
+
+
 def main() -> None:
     parser = get_default_parser()
     parser.add_argument("--loss", choices=("default", "smooth_zloss"), default="default")
@@ -67,49 +84,10 @@ def main() -> None:
         seed=args.seed,
         overrides=args.overrides,
     )
-    env = initialize_parallel(cfg)
-    model, params = initialize_model(cfg, env)
-    train_dl, dataset_types = build_train_loader_with_data_type(cfg, env)
-    valid_dls, _ = build_valid_loader_with_data_type(cfg, env) if cfg.data.valid_every > 0 else ({}, None)
-    optimizer, beta2_scheduler, lr_scheduler = initialize_optimizer(cfg)
-    criterion = None
+    loss_fn = None  # fit's default: InternEvo's cross-entropy with loss.label_smoothing
     if args.loss == "smooth_zloss":
-        criterion = smoothed_ce_with_z_loss(args.label_smoothing, args.z_loss_weight)
-    trainer = initialize_trainer(
-        cfg,
-        env,
-        model,
-        params,
-        optimizer,
-        criterion,
-        lr_scheduler=lr_scheduler,
-        beta2_scheduler=beta2_scheduler,
-        dataset_types=dataset_types,
-    )
-
-    writer = JsonlWriter(os.path.join(resolve_run_dir(cfg), "custom_metrics.jsonl"))
-    for step, batch in train_dl:
-        if train_dl.should_skip(step):
-            trainer.skip(step_index=step)
-            continue
-        metrics = trainer.step(batch, step_index=step)
-        # an extra metric of our own: the share of the step's tokens that are code
-        tokens = {k: v for k, v in metrics.items() if k.startswith("tokens/")}
-        code_share = metrics.get("tokens/code", 0.0) / max(sum(tokens.values()), 1.0)
-        line = {
-            "step": step + 1,
-            "loss": metrics["loss"],
-            "lr": metrics["lr"],
-            "grad_norm": metrics["grad_norm"],
-            "code_share": round(code_share, 4),
-        }
-        if "z_loss" in metrics:
-            line["z_loss"] = metrics["z_loss"]
-        logger.info(format_metrics_line(line))
-        writer.write(line)
-        if valid_dls and trainer.context.step % cfg.data.valid_every == 0:
-            logger.info("validation: %s", format_metrics_line(trainer.evaluate(valid_dls)))
-    writer.close()
+        loss_fn = smoothed_ce_with_z_loss(args.label_smoothing, args.z_loss_weight)
+    fit(cfg, loss_fn=loss_fn, callbacks=[CodeShare()], profiling=args.profiling)
 
 
 if __name__ == "__main__":

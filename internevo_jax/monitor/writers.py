@@ -1,4 +1,9 @@
-"""Where per-step metrics go: the InternEvo-style stdout line and a JSONL file."""
+"""Where per-step metrics go: the InternEvo-style stdout line and a JSONL file.
+
+A writer has `write(record, kind="step")` (kind is "step" or "validation") and `close()`; the
+trainer hands every writer the same records, so a new destination is one more class with these two
+methods.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,9 @@ import math
 import os
 from collections.abc import Mapping
 
-logger = logging.getLogger("internevo_jax")
+from internevo_jax.monitor.record import ordered
 
-# InternEvo's keys, in InternEvo's order; users' log parsers depend on both.
-LINE_KEYS = (
-    "tflops",
-    "step",
-    "loss",
-    "tgs (tokens/gpu/second)",
-    "lr",
-    "loss_scale",
-    "grad_norm",
-    "micro_num",
-    "num_consumed_tokens",
-    "inf_nan_skip_batches",
-    "num_samples_in_batch",
-    "largest_length",
-    "largest_batch",
-    "smallest_batch",
-    "adam_beta2",
-    "fwd_bwd_time",
-)
+logger = logging.getLogger("internevo_jax")
 
 
 def _fmt(value) -> str:
@@ -40,20 +27,34 @@ def _fmt(value) -> str:
 
 
 def format_metrics_line(metrics: Mapping[str, object]) -> str:
-    """`key=value,` pairs: InternEvo's keys first in its order, then any extra keys as given."""
-    keys = [k for k in LINE_KEYS if k in metrics] + [k for k in metrics if k not in LINE_KEYS]
-    return ",".join(f"{k}={_fmt(metrics[k])}" for k in keys)
+    """`key=value,` pairs: InternEvo's keys first in its order, then ours, then any others as given."""
+    return ",".join(f"{k}={_fmt(v)}" for k, v in ordered(metrics).items())
+
+
+class LineWriter:
+    """Logs each record as one `key=value,...` line; validation lines start with "validation: "."""
+
+    def write(self, record: Mapping[str, object], kind: str = "step") -> None:
+        if kind == "validation":
+            logger.info("validation: %s", format_metrics_line(record))
+        else:
+            logger.info(format_metrics_line(record))
+
+    def close(self) -> None:
+        pass
 
 
 class JsonlWriter:
-    """Appends one JSON object per step; NaN becomes null so the file stays strict JSON."""
+    """Appends one JSON object per record, steps and validations alike; NaN becomes null so the
+    file stays strict JSON."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
 
-    def write(self, record: Mapping[str, object]) -> None:
+    def write(self, record: Mapping[str, object], kind: str = "step") -> None:
+        del kind  # one file for both kinds: validation records carry val/ keys
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
         self._file.write(json.dumps(clean) + "\n")
         self._file.flush()

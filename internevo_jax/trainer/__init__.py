@@ -1,6 +1,7 @@
-"""Train state, the compiled train step, the Trainer, the loop and throughput metrics."""
+"""Train state, the compiled train step, the Trainer, the loop with its callbacks and throughput metrics."""
 
 from internevo_jax.trainer.build import build_trainer, create_model
+from internevo_jax.trainer.callbacks import Callback, CallbackList, Run
 from internevo_jax.trainer.loop import FitResult, fit, resolve_run_dir
 from internevo_jax.trainer.loss import IGNORE_INDEX, cross_entropy
 from internevo_jax.trainer.state import (
@@ -15,7 +16,10 @@ from internevo_jax.trainer.trainer import Trainer
 
 __all__ = [
     "IGNORE_INDEX",
+    "Callback",
+    "CallbackList",
     "FitResult",
+    "Run",
     "TrainContext",
     "TrainState",
     "Trainer",

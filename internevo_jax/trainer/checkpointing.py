@@ -1,24 +1,28 @@
-"""The loop's one checkpointing object: what to load at start, save after each step, clean up at the end.
+"""Checkpoints in the loop: what to load at start, save after each step when asked, finish at the end.
 
-It combines run control (stop file, signals), the save policy (inside CheckpointManager.maybe_save)
-and the checkpoint manager.
+`Checkpointing` combines run control (stop file, signals), the save policy (inside
+CheckpointManager.maybe_save) and the checkpoint manager, and plugs into the loop as a callback.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from internevo_jax.checkpoint import build_checkpoint_manager
+from internevo_jax.config import Config
+from internevo_jax.trainer.callbacks import Callback, Run
 from internevo_jax.trainer.run_control import RunControl
 from internevo_jax.trainer.startup import load_at_start
 
 logger = logging.getLogger("internevo_jax")
 
 
-class Checkpointing:
-    """`restore_at_start(trainer, loader)` once, `after_step(state, ctx, loader)` every step, `close()` in a finally."""
+class Checkpointing(Callback):
+    """`restore_at_start(trainer, loader)` once, `after_step(state, ctx, loader)` every step, `close()`
+    in a finally; as a callback, the loop calls the last two through its hooks."""
 
-    def __init__(self, cfg, run_dir: str, *, install_signal_handlers: bool = True):
+    def __init__(self, cfg: Config, run_dir: str, *, install_signal_handlers: bool = True):
         self.cfg = cfg
         self.manager = build_checkpoint_manager(cfg, run_dir)
         # Without saving a signal keeps its usual effect: there would be nothing to save before exiting.
@@ -59,3 +63,13 @@ class Checkpointing:
             self.manager.finalize()
         finally:
             self.run_control.close()
+
+    # -- callback hooks ---------------------------------------------------------------------------
+    def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> bool:
+        return self.after_step(run.state, run.context, run.loader)
+
+    def on_step_skipped(self, run: Run, step: int) -> bool:
+        return self.after_step(run.state, run.context, run.loader)
+
+    def on_train_end(self, run: Run) -> None:
+        self.close()

@@ -1,4 +1,4 @@
-"""The training loop: build a Trainer from the config, run the steps, write metrics."""
+"""The training loop: build a Trainer from the config, run the steps, call the callbacks."""
 
 from __future__ import annotations
 
@@ -6,23 +6,23 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
 
 import jax
 import numpy as np
 
 from internevo_jax.config import Config
 from internevo_jax.data import build_train_loader, build_valid_loaders
-from internevo_jax.monitor import JsonlWriter, format_metrics_line, logger
+from internevo_jax.monitor import JsonlWriter, LineWriter, logger
 from internevo_jax.names import RUNS_ROOT
 from internevo_jax.parallel import local_dp_ranks
 from internevo_jax.trainer.build import build_trainer
+from internevo_jax.trainer.builtin_callbacks import Evaluation, Profiler, WriteMetrics
+from internevo_jax.trainer.callbacks import Callback, CallbackList, Run
 from internevo_jax.trainer.checkpointing import Checkpointing
 from internevo_jax.trainer.metrics import dense_params, model_flops_per_token, peak_flops_for, step_record
 from internevo_jax.trainer.state import TrainState
 from internevo_jax.trainer.step import LossFn
-
-PROFILE_FIRST_STEP = 5  # skip compilation and warm-up, as InternEvo's profiler schedule does
-PROFILE_STEPS = 3
 
 
 @dataclasses.dataclass
@@ -57,8 +57,15 @@ def fit(
     grad_hook: Callable | None = None,
     profiling: bool = False,
     max_steps: int | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
-    """Train `cfg` from scratch until data.total_steps (or `max_steps` steps) and return the result."""
+    """Train `cfg` until data.total_steps (or `max_steps` steps) and return the result.
+
+    Around each step run, in this order: the profiler (`profiling`), the metric writers (the stdout
+    line and <run_dir>/metrics.jsonl, on process 0), `callbacks` in the order given, validation every
+    data.valid_every steps, checkpointing. The checkpoint is restored before any hook runs.
+    """
+    user_callbacks = CallbackList(callbacks)  # checked before anything is compiled
     trainer = build_trainer(cfg, devices=devices, loss_fn=loss_fn, grad_hook=grad_hook)
     sizes, mesh = trainer.sizes, trainer.mesh
     devices = list(mesh.devices.flat)
@@ -76,68 +83,67 @@ def fit(
         )
 
     run_dir = resolve_run_dir(cfg)
-    checkpoints = Checkpointing(cfg, run_dir)
-    checkpoints.restore_at_start(trainer, loader)
-    writer = None
+    checkpointing = Checkpointing(cfg, run_dir)
+    checkpointing.restore_at_start(trainer, loader)
+    writers = []
     if is_logger:
         write_resolved_config(cfg, run_dir)
-        writer = JsonlWriter(os.path.join(run_dir, "metrics.jsonl"))
+        writers = [LineWriter(), JsonlWriter(os.path.join(run_dir, "metrics.jsonl"))]
         logger.info("run folder %s", os.path.abspath(run_dir))
+    # validation records go to the writers and the user's callbacks
+    reporters = CallbackList([WriteMetrics(writers), user_callbacks])
+    hooks = CallbackList(
+        [
+            *([Profiler(os.path.join(run_dir, "profile"))] if profiling else []),
+            reporters,
+            Evaluation(report=reporters),
+            checkpointing,
+        ]
+    )
+    run = Run(
+        cfg=cfg, trainer=trainer, loader=loader, valid_sets=valid_sets, run_dir=run_dir, is_logger=is_logger
+    )
 
     peak = peak_flops_for(devices[0].device_kind)
     flops_per_token = model_flops_per_token(cfg, n_dense)
     ctx = trainer.context
     losses: list[float] = []
     last_step = cfg.data.total_steps if max_steps is None else min(cfg.data.total_steps, max_steps)
-    profile_start = ctx.step + PROFILE_FIRST_STEP if profiling else -1
     try:
-        for step in range(ctx.step, last_step):
-            if step == profile_start:
-                jax.profiler.start_trace(os.path.join(run_dir, "profile"))
-            batch = loader.get_batch(step)
-            if loader.should_skip(step):  # data.skip_batches: loaded, never trained on
-                trainer.skip(step_index=step)
-                logger.info("step %d skipped (data.skip_batches)", step + 1)
-                if checkpoints.after_step(trainer.state, ctx, loader):
+        hooks.on_train_start(run)
+        for index in range(ctx.step, last_step):
+            step = index + 1
+            hooks.on_step_start(run, step)
+            batch = loader.get_batch(index)
+            if loader.should_skip(index):  # data.skip_batches: loaded, never trained on
+                trainer.skip(step_index=index)
+                logger.info("step %d skipped (data.skip_batches)", step)
+                if hooks.on_step_skipped(run, step):
                     break
                 continue
-            metrics = trainer.step(batch, step_index=step)
-            if profiling and step == profile_start + PROFILE_STEPS - 1:
-                jax.profiler.stop_trace()
+            metrics = trainer.step(batch, step_index=index)
             losses.append(metrics["loss"])
             if metrics["overflow"]:
                 logger.warning(
                     "step %d: non-finite gradients, update skipped (loss scale now %g)",
-                    step + 1,
+                    step,
                     metrics["loss_scale"],
                 )
-            if writer is not None:
-                record = step_record(
-                    cfg,
-                    step=step + 1,
-                    metrics=metrics,
-                    context=ctx,
-                    segment_ids=batch["segment_ids"][:, 0],
-                    dp_size=sizes.dp,
-                    world=len(devices),
-                    flops_per_token=flops_per_token,
-                    peak_flops=peak,
-                )
-                logger.info(format_metrics_line(record))
-                writer.write(record)
-            if valid_sets and ctx.step % cfg.data.valid_every == 0:
-                # every process runs the forward passes (they are collective); process 0 reports
-                val = trainer.evaluate(valid_sets)
-                if writer is not None and val:
-                    record = {"step": ctx.step, **val}
-                    logger.info("validation: %s", format_metrics_line(record))
-                    writer.write(record)
-            if checkpoints.after_step(trainer.state, ctx, loader):  # schedule, stop file or signal
+            record = step_record(
+                cfg,
+                step=step,
+                metrics=metrics,
+                context=ctx,
+                segment_ids=batch["segment_ids"][:, 0],
+                dp_size=sizes.dp,
+                world=len(devices),
+                flops_per_token=flops_per_token,
+                peak_flops=peak,
+            )
+            record.update(hooks.add_metrics(run, step, record))
+            # a stop comes from a callback, the stop file or a signal
+            if hooks.on_step_end(run, step, MappingProxyType(record)):
                 break
     finally:
-        checkpoints.close()
-        if profiling and profile_start < ctx.step < profile_start + PROFILE_STEPS:
-            jax.profiler.stop_trace()
-        if writer is not None:
-            writer.close()
+        hooks.on_train_end(run)
     return FitResult(state=trainer.state, context=ctx, losses=losses, run_dir=run_dir)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from internevo_jax.config import Config
+from internevo_jax.monitor import ordered
 
 # Dense bf16 peak FLOP/s per chip, by a substring of jax's device_kind.
 PEAK_FLOPS = (
@@ -88,22 +89,10 @@ def batch_statistics(segment_ids: np.ndarray) -> dict:
     }
 
 
-# what Trainer.step returns besides a loss function's extras and the per-type metrics
-STEP_METRICS = frozenset(
-    {
-        "loss",
-        "grad_norm",
-        "lr",
-        "adam_beta2",
-        "loss_scale",
-        "overflow",
-        "acc",
-        "perplexity",
-        "tokens",
-        "step_time",
-        "micro_num",
-    }
-)
+# Step outputs the record does not show under their own name: step_time feeds fwd_bwd_time, tflops,
+# tgs and mfu; overflow is already counted by inf_nan_skip_batches; tokens by num_consumed_tokens.
+# Everything else the step returns -- a loss function's extras included -- is shown as it is.
+NOT_SHOWN = frozenset({"overflow", "tokens", "step_time"})
 
 
 def step_record(
@@ -118,27 +107,19 @@ def step_record(
     flops_per_token: float,
     peak_flops: float | None,
 ) -> dict:
-    """The metrics line of one step: InternEvo's keys in its order, then acc, perplexity, mfu, and
-    the per-type metrics and loss extras."""
+    """The record of one step, in the order of `monitor.RECORD_KEYS` (InternEvo's keys, then acc,
+    perplexity, mfu), then the step's other metrics (per-type metrics, loss extras) as returned."""
     step_time = metrics["step_time"]
     micro_num = metrics["micro_num"]
     tokens_per_s = micro_num * cfg.data.packed_length * dp_size / step_time
-    return {
+    derived = {
         "tflops": round(internevo_step_flops(cfg, dp_size, micro_num) / (step_time * world * 1e12), 4),
         "step": step,
-        "loss": metrics["loss"],
         "tgs (tokens/gpu/second)": round(tokens_per_s / world, 2),
-        "lr": metrics["lr"],
-        "loss_scale": metrics["loss_scale"],
-        "grad_norm": metrics["grad_norm"],
-        "micro_num": micro_num,
         "num_consumed_tokens": context.num_consumed_tokens,
         "inf_nan_skip_batches": context.inf_nan_skip_batches,
         **batch_statistics(segment_ids),
-        "adam_beta2": metrics["adam_beta2"],
         "fwd_bwd_time": round(step_time, 4),
-        "acc": metrics["acc"],
-        "perplexity": metrics["perplexity"],
         "mfu": round(flops_per_token * tokens_per_s / (world * peak_flops), 4) if peak_flops else math.nan,
-        **{k: v for k, v in metrics.items() if k not in STEP_METRICS},
     }
+    return ordered({**derived, **{k: v for k, v in metrics.items() if k not in NOT_SHOWN}})

@@ -1,0 +1,37 @@
+"""The step record's key order: the one place that says which metrics come first, and in which order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# InternEvo's keys, in InternEvo's order; users' log parsers depend on both.
+LINE_KEYS = (
+    "tflops",
+    "step",
+    "loss",
+    "tgs (tokens/gpu/second)",
+    "lr",
+    "loss_scale",
+    "grad_norm",
+    "micro_num",
+    "num_consumed_tokens",
+    "inf_nan_skip_batches",
+    "num_samples_in_batch",
+    "largest_length",
+    "largest_batch",
+    "smallest_batch",
+    "adam_beta2",
+    "fwd_bwd_time",
+)
+
+# Ours, right after InternEvo's; every other metric follows in the order it was added to the record.
+RECORD_KEYS = (*LINE_KEYS, "acc", "perplexity", "mfu")
+
+
+def ordered(record: Mapping[str, object]) -> dict[str, object]:
+    """`record` with RECORD_KEYS first in their order, then the other keys as given."""
+    known = set(RECORD_KEYS)
+    return {
+        **{k: record[k] for k in RECORD_KEYS if k in record},
+        **{k: v for k, v in record.items() if k not in known},
+    }

@@ -1,0 +1,82 @@
+"""The callbacks `fit` always runs: metric writers, validation every data.valid_every steps, the profiler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import jax
+
+from internevo_jax.monitor import ordered
+from internevo_jax.trainer.callbacks import Callback, Run
+
+PROFILE_FIRST_STEP = 5  # skip compilation and warm-up, as InternEvo's profiler schedule does
+PROFILE_STEPS = 3
+
+
+class WriteMetrics(Callback):
+    """Hands every step and validation record to each writer (`write(record, kind)`, `close()`)."""
+
+    def __init__(self, writers: Sequence):
+        self.writers = tuple(writers)
+
+    def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> None:
+        for writer in self.writers:
+            writer.write(record, kind="step")
+
+    def on_validation(self, run: Run, step: int, record: Mapping[str, object]) -> None:
+        for writer in self.writers:
+            writer.write(record, kind="validation")
+
+    def on_train_end(self, run: Run) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+class Evaluation(Callback):
+    """Every data.valid_every steps, runs the validation sets and reports the result to `report`."""
+
+    def __init__(self, report: Callback):
+        self.report = report
+
+    def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> None:
+        every = run.cfg.data.valid_every
+        if not run.valid_sets or every <= 0 or step % every:
+            return
+        # every process runs the forward passes (they are collective); the writers decide who reports
+        val = run.trainer.evaluate(run.valid_sets)
+        if val:
+            self.report.on_validation(run, step, MappingProxyType(ordered({"step": step, **val})))
+
+
+class Profiler(Callback):
+    """A jax.profiler trace of PROFILE_STEPS steps, starting PROFILE_FIRST_STEP steps into the run."""
+
+    def __init__(self, folder: str, *, skip: int = PROFILE_FIRST_STEP, steps: int = PROFILE_STEPS):
+        self.folder, self.skip, self.steps = folder, skip, steps
+        self.first = self.last = -1
+        self.tracing = False
+
+    def on_train_start(self, run: Run) -> None:
+        self.first = run.context.step + self.skip + 1  # counted from where a resumed run starts
+        self.last = self.first + self.steps - 1
+
+    def on_step_start(self, run: Run, step: int) -> None:
+        if step == self.first:
+            jax.profiler.start_trace(os.fspath(self.folder))
+            self.tracing = True
+
+    def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> None:
+        self._stop_after(step)
+
+    def on_step_skipped(self, run: Run, step: int) -> None:
+        self._stop_after(step)
+
+    def on_train_end(self, run: Run) -> None:
+        self._stop_after(self.last)  # a run that ends inside the traced steps
+
+    def _stop_after(self, step: int) -> None:
+        if self.tracing and step >= self.last:
+            jax.profiler.stop_trace()
+            self.tracing = False

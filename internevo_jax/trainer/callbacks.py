@@ -1,0 +1,123 @@
+"""Callbacks: what `fit` runs around each step, built-in behaviour and users' code alike.
+
+`step` in every hook is the step's number as the metrics line shows it (1 for the first step).
+Callbacks run on every process; only process 0 (`run.is_logger`) should write files or logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+from internevo_jax.config import Config
+from internevo_jax.data import StreamingTrainLoader, TrainLoader, ValidSet
+from internevo_jax.trainer.state import TrainContext, TrainState
+from internevo_jax.trainer.trainer import Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a callback sees of the run: the Trainer, the loaders, the config and the run folder."""
+
+    cfg: Config
+    trainer: Trainer
+    loader: TrainLoader | StreamingTrainLoader
+    valid_sets: Mapping[str, ValidSet]  # empty when data.valid_every is 0
+    run_dir: str
+    is_logger: bool  # process 0, the one that writes the metrics line and the run folder's files
+
+    @property
+    def context(self) -> TrainContext:
+        """Step, consumed tokens and skipped batches so far."""
+        return self.trainer.context
+
+    @property
+    def state(self) -> TrainState:
+        """The current train state (params, optimizer and loss-scaler state)."""
+        return self.trainer.state
+
+
+class Callback:
+    """Hooks `fit` calls; every one does nothing here, override the ones you need."""
+
+    def on_train_start(self, run: Run) -> None:
+        """Once, before the first step; a resumed run's state and counters are already restored."""
+
+    def on_step_start(self, run: Run, step: int) -> None:
+        """Before the step's batch is loaded."""
+
+    def add_metrics(self, run: Run, step: int, record: Mapping[str, object]) -> Mapping[str, object] | None:
+        """Metrics to add to the step's `record` (read-only here); every writer shows them, after
+        the built-in ones. Called after each trained step, before any `on_step_end`."""
+        return None
+
+    def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> bool | None:
+        """After a trained step, with its full record (read-only). Return True to stop the run."""
+        return None
+
+    def on_step_skipped(self, run: Run, step: int) -> bool | None:
+        """After a batch listed in data.skip_batches was loaded and not trained on. True stops the run."""
+        return None
+
+    def on_validation(self, run: Run, step: int, record: Mapping[str, object]) -> None:
+        """After validation: `record` holds `step` and `val/<name>_loss`, `_acc`, `_plex`."""
+
+    def on_train_end(self, run: Run) -> None:
+        """Once, when the run ends, also when it ends by an exception."""
+
+
+class CallbackList(Callback):
+    """Several callbacks as one: each hook runs in list order (`on_train_end` in reverse, like
+    nested `with` blocks); a stop request from any of them stops the run, after all have run."""
+
+    def __init__(self, callbacks: Sequence[Callback] = ()):
+        self.callbacks = tuple(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"{cb!r} is not an internevo_jax.trainer.Callback")
+
+    def on_train_start(self, run: Run) -> None:
+        for cb in self.callbacks:
+            cb.on_train_start(run)
+
+    def on_step_start(self, run: Run, step: int) -> None:
+        for cb in self.callbacks:
+            cb.on_step_start(run, step)
+
+    def add_metrics(self, run: Run, step: int, record: Mapping[str, object]) -> dict[str, object]:
+        added: dict[str, object] = {}
+        for cb in self.callbacks:
+            # each callback sees what the ones before it added
+            more = cb.add_metrics(run, step, MappingProxyType({**record, **added}))
+            for key, value in (more or {}).items():
+                if key in record or key in added:
+                    # a silent overwrite would make the line disagree with InternEvo's or another writer's
+                    raise ValueError(
+                        f"{type(cb).__name__}.add_metrics: metric {key!r} is already in the record"
+                    )
+                added[key] = value
+        return added
+
+    def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> bool:
+        stops = [cb.on_step_end(run, step, record) for cb in self.callbacks]
+        return any(bool(s) for s in stops)
+
+    def on_step_skipped(self, run: Run, step: int) -> bool:
+        stops = [cb.on_step_skipped(run, step) for cb in self.callbacks]
+        return any(bool(s) for s in stops)
+
+    def on_validation(self, run: Run, step: int, record: Mapping[str, object]) -> None:
+        for cb in self.callbacks:
+            cb.on_validation(run, step, record)
+
+    def on_train_end(self, run: Run) -> None:
+        # every callback gets to clean up; the first failure is raised once all have run
+        error = None
+        for cb in reversed(self.callbacks):
+            try:
+                cb.on_train_end(run)
+            except Exception as err:  # noqa: BLE001 - re-raised below
+                error = error or err
+        if error is not None:
+            raise error

@@ -1,0 +1,196 @@
+"""Callbacks in real (tiny) runs: what they see, in which order, how they stop a run and add a metric."""
+
+import json
+import logging
+
+import jax
+import pytest
+
+from internevo_jax.config import config_from_dict
+from internevo_jax.monitor import LINE_KEYS, logger
+from internevo_jax.trainer import Callback, fit
+
+
+def tiny_config(tmp_path, **data):
+    return config_from_dict(
+        {
+            "JOB_NAME": "callbacks",
+            "model": dict(
+                num_attention_heads=2,
+                hidden_size=16,
+                num_layers=1,
+                vocab_size=64,
+                mlp_ratio=2.0,
+                dtype="torch.float32",
+                use_flash_attn=False,
+            ),
+            "data": dict(seq_len=16, micro_num=1, micro_bsz=1, valid_micro_num=50, **data),
+            "parallel": dict(zero1=1),
+            "run_dir": str(tmp_path / "run"),
+        },
+        log=lambda *_: None,
+    )
+
+
+class Recorder(Callback):
+    """Writes down every hook call; optionally stops at a step or adds a metric."""
+
+    def __init__(self, stop_at=None, metric=None):
+        self.events, self.records, self.stop_at, self.metric = [], [], stop_at, metric
+
+    def on_train_start(self, run):
+        self.events.append(("train_start", run.context.step))
+
+    def on_step_start(self, run, step):
+        self.events.append(("step_start", step))
+
+    def add_metrics(self, run, step, record):
+        self.events.append(("add_metrics", step))
+        if self.metric:
+            return {self.metric: step * 0.5}
+        return None
+
+    def on_step_end(self, run, step, record):
+        self.events.append(("step_end", step))
+        self.records.append(dict(record))
+        return step == self.stop_at
+
+    def on_step_skipped(self, run, step):
+        self.events.append(("step_skipped", step))
+
+    def on_validation(self, run, step, record):
+        self.events.append(("validation", step))
+        assert record["step"] == step and "val/val_loss" in record
+
+    def on_train_end(self, run):
+        self.events.append(("train_end", run.context.step))
+
+
+def jsonl(run_dir):
+    return [json.loads(x) for x in open(f"{run_dir}/metrics.jsonl")]
+
+
+@pytest.fixture
+def log_lines():
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: lines.append(rec.getMessage())
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_callback_sees_every_step_record_and_stops_the_run(tmp_path):
+    cfg = tiny_config(tmp_path, total_steps=10)
+    rec = Recorder(stop_at=3)
+    result = fit(cfg, devices=jax.devices()[:1], callbacks=[rec])
+    assert result.context.step == 3 and len(result.losses) == 3
+    assert [r["step"] for r in rec.records] == [1, 2, 3]
+    assert [r["loss"] for r in rec.records] == result.losses
+    assert list(rec.records[0])[: len(LINE_KEYS)] == list(LINE_KEYS)
+    # the writers saw the same records, up to the stop
+    assert [r["loss"] for r in jsonl(result.run_dir)] == result.losses
+    assert rec.events[-1] == ("train_end", 3)
+
+
+def test_a_callback_metric_reaches_the_line_and_the_jsonl(tmp_path, log_lines):
+    cfg = tiny_config(tmp_path, total_steps=2)
+    result = fit(cfg, devices=jax.devices()[:1], callbacks=[Recorder(metric="my_metric")])
+    lines = [ln for ln in log_lines if ln.startswith("tflops=")]
+    assert len(lines) == 2
+    keys = [kv.split("=")[0] for kv in lines[1].split(",")]
+    assert keys[: len(LINE_KEYS)] == list(LINE_KEYS)
+    assert keys[len(LINE_KEYS) :] == [
+        "acc",
+        "perplexity",
+        "mfu",
+        "acc/mock",
+        "loss/mock",
+        "tokens/mock",
+        "my_metric",
+    ]
+    assert lines[1].endswith(",my_metric=1.0")
+    assert [r["my_metric"] for r in jsonl(result.run_dir)] == [0.5, 1.0]
+
+
+def test_hook_order_with_validation_and_skipped_batches(tmp_path):
+    cfg = tiny_config(tmp_path, total_steps=4, valid_every=2, skip_batches="2")  # 0-based batch index: step 3
+    first, second = Recorder(), Recorder()
+    fit(cfg, devices=jax.devices()[:1], callbacks=[first, second])
+    assert first.events == second.events
+    assert first.events == [
+        ("train_start", 0),
+        ("step_start", 1),
+        ("add_metrics", 1),
+        ("step_end", 1),
+        ("step_start", 2),
+        ("add_metrics", 2),
+        ("step_end", 2),
+        ("validation", 2),
+        ("step_start", 3),
+        ("step_skipped", 3),
+        ("step_start", 4),
+        ("add_metrics", 4),
+        ("step_end", 4),
+        ("validation", 4),
+        ("train_end", 4),
+    ]
+    records = jsonl(cfg.run_dir)
+    assert [r["step"] for r in records] == [1, 2, 2, 4, 4]
+    assert "val/val_loss" in records[2] and list(records[2])[0] == "step"
+
+
+def test_a_callback_may_not_overwrite_a_metric(tmp_path):
+    cfg = tiny_config(tmp_path, total_steps=2)
+    ends = Recorder()
+    with pytest.raises(ValueError, match="'loss' is already in the record"):
+        fit(cfg, devices=jax.devices()[:1], callbacks=[ends, Recorder(metric="loss")])
+    assert ends.events[-1] == ("train_end", 1)  # the run still ends cleanly: writers closed, hooks run
+
+
+def test_profiling_traces_steps_6_to_8(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.profiler, "start_trace", lambda folder: calls.append(("start", folder)))
+    monkeypatch.setattr(jax.profiler, "stop_trace", lambda: calls.append(("stop",)))
+
+    class Steps(Callback):
+        def on_step_start(self, run, step):
+            calls.append(("step", step))
+
+    cfg = tiny_config(tmp_path, total_steps=9)
+    fit(cfg, devices=jax.devices()[:1], profiling=True, callbacks=[Steps()])
+    # the profiler runs before the user's callbacks: the trace starts ahead of step 6's hooks
+    folder = str(tmp_path / "run" / "profile")
+    assert [c for c in calls if c[0] != "step" or 5 <= c[1]] == [
+        ("step", 5),
+        ("start", folder),
+        ("step", 6),
+        ("step", 7),
+        ("step", 8),
+        ("stop",),
+        ("step", 9),
+    ]
+
+
+def test_callback_list_ends_in_reverse_and_rejects_other_objects():
+    from internevo_jax.trainer import CallbackList
+
+    ended = []
+
+    class Named(Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_train_end(self, run):
+            ended.append(self.name)
+            if self.name == "b":
+                raise RuntimeError("b failed")
+
+    with pytest.raises(RuntimeError, match="b failed"):
+        CallbackList([Named("a"), Named("b"), Named("c")]).on_train_end(run=None)
+    assert ended == ["c", "b", "a"]  # a failure does not keep the others from cleaning up
+    with pytest.raises(TypeError, match="is not an internevo_jax.trainer.Callback"):
+        CallbackList([object()])
