@@ -1,9 +1,11 @@
 """The decoder-only language model shared by every model type: embedding -> decoder blocks ->
-(final norm) -> untied head. Model types subclass `CausalLM` and only say how they read the config.
+(final norm) -> untied head. Model types subclass `CausalLM` and say how they read the config
+and, if theirs differs, which block class they stack.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -17,15 +19,15 @@ from internevo_jax.model.remat import remat_block
 from internevo_jax.names import ACT_EMBED, ACT_VOCAB, LAYERS
 
 
-def decoder_stack(args: ModelArgs, x, positions, segment_ids):
-    """Run `args.num_layers` DecoderBlocks; must be called inside a compact module.
+def decoder_layers(args: ModelArgs, block_cls: type[nn.Module]) -> nn.Module | list[nn.Module]:
+    """The `args.num_layers` blocks, to assign to a module's `layers` attribute in `setup`.
 
-    Unrolled (default): modules layers_0 .. layers_{L-1}, one parameter set each; the first
-    `args.remat_layers` are rematerialised. scan_layers: one module "layers" whose parameters
-    carry a leading [L] axis (logical name "layers").
+    Unrolled (default): a list, which flax names layers_0 .. layers_{L-1}, one parameter set
+    each; the first `args.remat_layers` are rematerialised. scan_layers: one scanned module whose
+    parameters carry a leading [L] axis (logical name "layers"), called with the layer ids [L].
     """
     if args.scan_layers:
-        body = DecoderBlock
+        body = block_cls
         if args.remat_layers:
             body = remat_block(body, args.remat_policy, in_scan=True)
         scanned = nn.scan(
@@ -36,14 +38,9 @@ def decoder_stack(args: ModelArgs, x, positions, segment_ids):
             length=args.num_layers,
             metadata_params={nn.PARTITION_NAME: LAYERS},
         )
-        layer_ids = jnp.arange(args.num_layers, dtype=jnp.int32)
-        x, _ = scanned(args, scan_mode=True, name="layers")(x, positions, segment_ids, layer_ids)
-        return x
-    remat_cls = remat_block(DecoderBlock, args.remat_policy, in_scan=False)
-    for i in range(args.num_layers):
-        cls = remat_cls if i < args.remat_layers else DecoderBlock
-        x = cls(args, name=f"layers_{i}")(x, positions, segment_ids, jnp.int32(i))
-    return x
+        return scanned(args, scan_mode=True)
+    remat_cls = remat_block(block_cls, args.remat_policy, in_scan=False)
+    return [(remat_cls if i < args.remat_layers else block_cls)(args) for i in range(args.num_layers)]
 
 
 class CausalLM(nn.Module):
@@ -54,30 +51,67 @@ class CausalLM(nn.Module):
     segment_ids=None means one unpacked sequence per row. Returns logits [B, T, vocab] in the
     compute dtype.
 
+    The call is `logits(stage(embed(input_ids), ...))`; a pipeline runs the same three methods
+    (`model.apply(variables, ..., method="embed")`, ...), `stage` on a `chunk` of the model.
+
     `family` names the parameter layout (what the HF converters key on): "INTERNLM",
-    "INTERNLM2" or "LLAMA2".
+    "INTERNLM2" or "LLAMA2". `block_cls` is the layer a model type stacks: a Module taking
+    `(args, scan_mode=...)`, called with (x, positions, segment_ids, layer_idx), returning
+    (out, None) when scan_mode is set (see `DecoderBlock`).
     """
 
     args: ModelArgs
     family: ClassVar[str] = "INTERNLM"
+    block_cls: ClassVar[type[nn.Module]] = DecoderBlock
 
-    @nn.compact
+    def setup(self):
+        a = self.args
+        self.embedding = Embedding(a)
+        self.layers = decoder_layers(a, self.block_cls)
+        if a.final_norm:
+            self.norm = make_norm(a)
+        self.head = Head(a)
+
     def __call__(
         self,
         input_ids: jax.Array,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
     ) -> jax.Array:
-        a = self.args
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
-        x = Embedding(a, name="embedding")(input_ids)
-        x = nn.with_logical_constraint(scale_grad(x, a.embed_grad_scale), ACT_EMBED)
-        x = decoder_stack(a, x, positions, segment_ids)
-        if a.final_norm:
-            x = make_norm(a, "norm")(x)
-        logits = Head(a, name="head")(x)
-        return nn.with_logical_constraint(logits, ACT_VOCAB)
+        return self.logits(self.stage(self.embed(input_ids), positions, segment_ids))
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        """ids [..., B, T] -> hidden [..., B, T, hidden]; the gradient is scaled by embed_grad_scale.
+
+        Leading axes (a pipeline's micro-batches) are left unsplit.
+        """
+        x = scale_grad(self.embedding(input_ids), self.args.embed_grad_scale)
+        return nn.with_logical_constraint(x, (None,) * (input_ids.ndim - 2) + ACT_EMBED)
+
+    def stage(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
+        """hidden [B, T, hidden] -> hidden through this model's `args.num_layers` blocks."""
+        if self.args.scan_layers:
+            layer_ids = jnp.arange(self.args.num_layers, dtype=jnp.int32)
+            x, _ = self.layers(x, positions, segment_ids, layer_ids)
+            return x
+        for i, layer in enumerate(self.layers):
+            x = layer(x, positions, segment_ids, jnp.int32(i))
+        return x
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        """hidden [B, T, hidden] -> logits [B, T, vocab]: the final norm (if any), then the head."""
+        if self.args.final_norm:
+            x = self.norm(x)
+        return nn.with_logical_constraint(self.head(x), ACT_VOCAB)
+
+    def chunk(self, num_layers: int) -> CausalLM:
+        """This model with `num_layers` layers: its `stage` runs a pipeline chunk of stacked layers
+        on params {"layers": [num_layers, ...]} (the whole chunk rematerialised if the model is)."""
+        a = self.args
+        remat = num_layers if a.remat_layers else 0
+        return self.clone(args=dataclasses.replace(a, num_layers=num_layers, checkpoint_layers=remat))
 
 
 def qk_interleaved_note(cfg: Any, model_type: str) -> list[str]:

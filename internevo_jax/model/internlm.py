@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from internevo_jax.model.args import ModelArgs
-from internevo_jax.model.causal_lm import CausalLM, decoder_stack
+from internevo_jax.model.causal_lm import CausalLM
 from internevo_jax.model.registry import register_model
 
-__all__ = ["InternLM", "decoder_stack"]
+__all__ = ["InternLM"]
 
 
 @register_model("INTERNLM")

@@ -131,8 +131,8 @@ class LayerNorm(nn.Module):
         return normed.astype(a.dtype) * scale.astype(a.dtype) + bias.astype(a.dtype)
 
 
-def make_norm(args: ModelArgs, name: str) -> nn.Module:
-    """The norm selected by `args.norm_type`."""
+def make_norm(args: ModelArgs, name: str | None = None) -> nn.Module:
+    """The norm selected by `args.norm_type` (no `name` inside `setup`, which names by attribute)."""
     cls = RMSNorm if args.norm_type == RMSNORM else LayerNorm
     return cls(args, name=name)
 

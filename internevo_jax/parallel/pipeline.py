@@ -13,18 +13,28 @@ finish micro_num micro-batches; the stage-iterations spent idle are the bubble,
 (stages - 1) / (micro_num * chunks + stages - 1). Gradients come from differentiating the whole
 loop (the backward runs the schedule in reverse); each stage computation is rematerialised, so an
 iteration keeps only its stage inputs, like GPipe/1F1B with activation checkpointing.
+
+`pipelined_forward` runs a model through that schedule with the model's own pieces (its `embed`,
+the `stage` of a `chunk` of its layers, its `logits`), so whatever block a model type stacks is
+what the pipeline runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
 from internevo_jax.config import ConfigError
-from internevo_jax.names import PIPELINE
+from internevo_jax.names import ACT_PIPELINE_STATE, PIPELINE
+
+logger = logging.getLogger("internevo_jax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,3 +124,57 @@ def run_pipeline(
     state = pin_state(jnp.zeros((s, *inputs.shape[1:]), inputs.dtype))
     (_, outputs), _ = jax.lax.scan(iteration, (state, inputs), jnp.arange(schedule.iterations))
     return outputs
+
+
+def pipelined_forward(model: nn.Module, mesh, param_shardings, chunks: int = 1) -> Callable:
+    """`forward(params, batch, per_micro)`: every micro-batch of `batch` through `model`, the layers
+    pipelined over the mesh's "pipeline" axis.
+
+    The model (a CausalLM with stacked layers, `model.scan_layers=True`) embeds all micro-batches
+    ([M, rows, T] arrays), its layers run in chunks of L / (stages * chunks) through
+    `run_pipeline`, then `per_micro(logits, micro)` runs on each micro-batch's logits
+    (rematerialised). Returns the per_micro outputs stacked over M. `param_shardings` are the
+    compute-copy shardings of `params`; the stacked layer weights are split into stages from them.
+    Differentiable: the gradient of a function of the outputs runs the schedule in reverse.
+    """
+    args = getattr(model, "args", None)
+    if args is None or not args.scan_layers or not hasattr(model, "chunk"):
+        raise ConfigError(
+            "pipeline parallelism needs an InternLM-family model with stacked layers: set "
+            "model.scan_layers=True.",
+            key="model.scan_layers",
+        )
+    stages = mesh.shape[PIPELINE]
+    chunk = model.chunk(args.num_layers // (stages * chunks))
+
+    def pin_state(x):
+        return nn.with_logical_constraint(x, ACT_PIPELINE_STATE[: x.ndim])
+
+    def pin_params(tree):
+        def pin(p, sharding):
+            spec = PartitionSpec(PIPELINE, None, None, *tuple(sharding.spec)[1:])
+            return jax.lax.with_sharding_constraint(p, NamedSharding(mesh, spec))
+
+        return jax.tree.map(pin, tree, param_shardings["layers"])
+
+    def stage_fn(layer_params, x, side):
+        variables = {"params": {"layers": layer_params}}
+        return chunk.apply(variables, x, side["positions"], side["segment_ids"], method="stage")
+
+    def forward(params, batch: dict, per_micro: Callable[[jax.Array, dict], Any]):
+        variables = {"params": params}
+        x = model.apply(variables, batch["input_ids"], method="embed")
+        side = {"positions": batch["positions"], "segment_ids": batch["segment_ids"]}
+        schedule = PipelineSchedule(stages, x.shape[0], chunks)
+        logger.info(schedule.describe())  # once per compilation: the bubble this layout pays
+        hidden = run_pipeline(
+            stage_fn, params["layers"], x, side, schedule, pin_state=pin_state, pin_params=pin_params
+        )
+
+        def head(item):
+            h, micro = item
+            return per_micro(model.apply(variables, h, method="logits"), micro)
+
+        return jax.lax.map(jax.checkpoint(head), (hidden, batch))
+
+    return forward

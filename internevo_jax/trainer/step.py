@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -12,15 +12,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from internevo_jax.config import ConfigError
-from internevo_jax.model.args import ModelArgs
-from internevo_jax.model.causal_lm import CausalLM, decoder_stack
-from internevo_jax.model.layers import Embedding, Head, make_norm, scale_grad
-from internevo_jax.monitor import logger
-from internevo_jax.names import ACT_EMBED, ACT_PIPELINE_STATE, ACT_VOCAB
+from internevo_jax.names import PIPELINE
 from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of
 from internevo_jax.parallel import batch_sharding, mesh_context
-from internevo_jax.parallel.pipeline import PipelineSchedule, run_pipeline
+from internevo_jax.parallel.pipeline import pipelined_forward
 from internevo_jax.parallel.zero import compute_copy, compute_dtypes, compute_shardings, reduce_layouts
 from internevo_jax.trainer.loss import cross_entropy, token_stats
 from internevo_jax.trainer.state import TrainState
@@ -30,15 +25,63 @@ MODEL_INPUTS = ("input_ids", "positions", "segment_ids")
 # loss_fn(logits, labels, micro_batch) -> scalar loss, or (scalar loss, {name: scalar metric})
 LossFn = Callable[[jax.Array, jax.Array, dict], jax.Array | tuple[jax.Array, dict]]
 
+# forward(prepare, objective, params, batch, scale) -> (mean gradients, objective outputs stacked
+# over micro-batches): how a step's micro-batches run through the model. `prepare(params)` is the
+# copy the model computes with; `objective(logits, micro)` -> (loss, token stats, extras).
+Forward = Callable[..., tuple[Any, Any]]
+
 
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves))
 
 
+def scan_micro_batches(model: nn.Module) -> Forward:
+    """Micro-batches one after another in a `lax.scan`, each with its own forward and backward:
+    only one micro-batch of activations is alive at a time, and the gradients of `loss * scale`
+    accumulate in the carry (in the parameters' dtype, fp32)."""
+
+    def forward(prepare, objective, params, batch: dict, scale):
+        def scaled(p, micro):
+            logits = model.apply({"params": prepare(p)}, *(micro[k] for k in MODEL_INPUTS))
+            out = objective(logits, micro)
+            return out[0] * scale, out
+
+        grad_fn = jax.value_and_grad(scaled, has_aux=True)
+
+        def accumulate(grad_acc, micro):
+            (_, out), g = grad_fn(params, micro)
+            return jax.tree.map(jnp.add, grad_acc, g), out
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        grad_sum, outs = jax.lax.scan(accumulate, zeros, batch)
+        micro_num = batch["input_ids"].shape[0]
+        return jax.tree.map(lambda g: g / (micro_num * scale), grad_sum), outs
+
+    return forward
+
+
+def pipeline_schedule(model: nn.Module, mesh, param_shardings, chunks: int = 1) -> Forward:
+    """All micro-batches at once through `parallel.pipeline.pipelined_forward` (mesh "pipeline"
+    axis > 1, stacked layers); the gradient of the mean loss * scale over the whole schedule.
+    `param_shardings` are the compute-copy shardings (the layer weights are staged from them)."""
+    run = pipelined_forward(model, mesh, param_shardings, chunks)
+
+    def forward(prepare, objective, params, batch: dict, scale):
+        def scaled(p):
+            outs = run(prepare(p), batch, objective)
+            return outs[0].mean() * scale, outs
+
+        (_, outs), g = jax.value_and_grad(scaled, has_aux=True)(params)
+        return jax.tree.map(lambda x: x / scale, g), outs
+
+    return forward
+
+
 def make_grads_fn(
     model: nn.Module,
     *,
+    forward: Forward | None = None,
     loss_fn: LossFn | None = None,
     label_smoothing: float = 0.0,
     num_types: int = 0,
@@ -46,127 +89,28 @@ def make_grads_fn(
 ):
     """Build `grads(params, batch, scale) -> (mean gradients, per-micro losses, summed stats, extras)`.
 
-    Runs a `lax.scan` over the micro_num axis of `batch`, so only one micro-batch of activations
-    is alive at a time; gradients of `loss * scale` accumulate in fp32 and are returned divided by
-    micro_num * scale, i.e. the unscaled mean over micro-batches. `extras` are the loss function's
-    own metrics, averaged over micro-batches. `param_transform(params)` (differentiable) makes the
-    copy the model computes with, e.g. the ZeRO-1 gather of `parallel.zero.compute_copy`.
+    `batch` holds arrays [micro_num, rows, T]. `forward` says how the micro-batches run through
+    the model (default `scan_micro_batches(model)`; `pipeline_schedule` pipelines the layers);
+    either way the gradients are the unscaled mean over micro-batches of the gradients of
+    `loss * scale`. `extras` are the loss function's own metrics, averaged over micro-batches.
+    `param_transform(params)` (differentiable) makes the copy the model computes with, e.g. the
+    ZeRO-1 gather of `parallel.zero.compute_copy`.
     """
     if loss_fn is None:
         loss_fn = functools.partial(cross_entropy, label_smoothing=label_smoothing)
+    if forward is None:
+        forward = scan_micro_batches(model)
+    prepare = param_transform if param_transform is not None else (lambda p: p)
 
-    def micro_loss(params, micro, scale):
-        used = params if param_transform is None else param_transform(params)
-        logits = model.apply({"params": used}, *(micro[k] for k in MODEL_INPUTS))
+    def objective(logits, micro):
         out = loss_fn(logits, micro["labels"], micro)
         loss, extras = out if isinstance(out, tuple) else (out, {})
-        stats = token_stats(logits, micro["labels"], micro.get("type_ids"), num_types)
-        return loss * scale, (loss, stats, extras)
-
-    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+        return loss, token_stats(logits, micro["labels"], micro.get("type_ids"), num_types), extras
 
     def grads(params, batch: dict, scale):
-        micro_num = batch["input_ids"].shape[0]
-
-        def accumulate(grad_acc, micro):
-            (_, aux), g = grad_fn(params, micro, scale)
-            return jax.tree.map(jnp.add, grad_acc, g), aux
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        grad_sum, (losses, stats, extras) = jax.lax.scan(accumulate, zeros, batch)
-        mean = jax.tree.map(lambda g: g / (micro_num * scale), grad_sum)
+        mean, (losses, stats, extras) = forward(prepare, objective, params, batch, scale)
         summed = jax.tree.map(lambda x: x.sum(axis=0), stats)
         return mean, losses, summed, jax.tree.map(jnp.mean, extras)
-
-    return grads
-
-
-class _Layers(nn.Module):
-    """k stacked decoder layers: one pipeline stage's chunk, parameters {"layers": [k, ...]}."""
-
-    args: ModelArgs
-
-    @nn.compact
-    def __call__(self, x, positions, segment_ids):
-        return decoder_stack(self.args, x, positions, segment_ids)
-
-
-def make_pipeline_grads_fn(
-    model: nn.Module,
-    mesh,
-    compute,
-    *,
-    chunks: int = 1,
-    loss_fn: LossFn | None = None,
-    label_smoothing: float = 0.0,
-    num_types: int = 0,
-    param_transform: Callable | None = None,
-):
-    """`make_grads_fn` for a mesh with a "pipeline" axis > 1: the same results, layers pipelined.
-
-    The model must be a CausalLM with stacked layers (scan_layers): the embedding runs for every
-    micro-batch first, the layers go through `parallel.pipeline.run_pipeline`, then the final norm,
-    head and loss run per micro-batch. `compute` are the compute-copy shardings (the stacked layer
-    weights are split into stages from them).
-    """
-    args = getattr(model, "args", None)
-    if not isinstance(model, CausalLM) or args is None or not args.scan_layers:
-        raise ConfigError(
-            "pipeline parallelism needs an InternLM-family model with stacked layers: set "
-            "model.scan_layers=True.",
-            key="model.scan_layers",
-        )
-    if loss_fn is None:
-        loss_fn = functools.partial(cross_entropy, label_smoothing=label_smoothing)
-    stages = mesh.shape["pipeline"]
-    k = args.num_layers // (stages * chunks)
-    chunk_args = dataclasses.replace(args, num_layers=k, checkpoint_layers=k if args.remat_layers else 0)
-    layers = _Layers(chunk_args)
-    embedding, head, norm = Embedding(args), Head(args), make_norm(args, "norm")
-    state_names = ACT_PIPELINE_STATE
-
-    def pin_state(x):
-        return nn.with_logical_constraint(x, state_names[: x.ndim])
-
-    def pin_params(tree):
-        def pin(p, sharding):
-            spec = PartitionSpec("pipeline", None, None, *tuple(sharding.spec)[1:])
-            return jax.lax.with_sharding_constraint(p, NamedSharding(mesh, spec))
-
-        return jax.tree.map(pin, tree, compute["layers"])
-
-    def stage_fn(params, x, side):
-        return layers.apply({"params": {"layers": params}}, x, side["positions"], side["segment_ids"])
-
-    def total_loss(params, batch, scale):
-        p = params if param_transform is None else param_transform(params)
-        x = embedding.apply({"params": p["embedding"]}, batch["input_ids"])
-        x = nn.with_logical_constraint(scale_grad(x, args.embed_grad_scale), (None, *ACT_EMBED))
-        side = {"positions": batch["positions"], "segment_ids": batch["segment_ids"]}
-        schedule = PipelineSchedule(stages, x.shape[0], chunks)
-        logger.info(schedule.describe())  # once per compilation: the bubble this layout pays
-        hidden = run_pipeline(
-            stage_fn, p["layers"], x, side, schedule, pin_state=pin_state, pin_params=pin_params
-        )
-
-        def per_micro(item):
-            h, micro = item
-            if args.final_norm:
-                h = norm.apply({"params": p["norm"]}, h)
-            logits = nn.with_logical_constraint(head.apply({"params": p["head"]}, h), ACT_VOCAB)
-            out = loss_fn(logits, micro["labels"], micro)
-            loss, extras = out if isinstance(out, tuple) else (out, {})
-            return loss, token_stats(logits, micro["labels"], micro.get("type_ids"), num_types), extras
-
-        losses, stats, extras = jax.lax.map(jax.checkpoint(per_micro), (hidden, batch))
-        return losses.mean() * scale, (losses, stats, extras)
-
-    grad_fn = jax.value_and_grad(total_loss, has_aux=True)
-
-    def grads(params, batch: dict, scale):
-        (_, (losses, stats, extras)), g = grad_fn(params, batch, scale)
-        mean = jax.tree.map(lambda x: x / scale, g)
-        return mean, losses, jax.tree.map(lambda x: x.sum(axis=0), stats), jax.tree.map(jnp.mean, extras)
 
     return grads
 
@@ -209,11 +153,11 @@ def make_train_step(
         num_types=len(type_names),
         param_transform=lambda p: compute_copy(p, dtypes, compute, master, reduce),
     )
-    if mesh.shape["pipeline"] > 1:
-        chunks = getattr(rules, "pipeline_chunks", 1)
-        grads_fn = make_pipeline_grads_fn(model, mesh, compute, chunks=chunks, **common)
+    if mesh.shape[PIPELINE] > 1:
+        forward = pipeline_schedule(model, mesh, compute, getattr(rules, "pipeline_chunks", 1))
     else:
-        grads_fn = make_grads_fn(model, **common)
+        forward = scan_micro_batches(model)
+    grads_fn = make_grads_fn(model, forward=forward, **common)
 
     def step(state: TrainState, batch: dict, step_index: jax.Array):
         params = state.params
