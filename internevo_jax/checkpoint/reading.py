@@ -117,9 +117,10 @@ def read(
     current_cfg: dict | None,
 ) -> Restored:
     """Read the parts `content` selects from the checkpoint at `source`, placed in `shardings`."""
-    if isinstance(source, LocalLocation):
+
+    def read_from(folder: str) -> Restored:
         items = read_checkpoint(
-            source.path,
+            folder,
             state=state,
             shardings=shardings,
             content=content,
@@ -127,6 +128,9 @@ def read(
             current_cfg=current_cfg,
         )
         return Restored.from_items(items, content)
+
+    if isinstance(source, LocalLocation):
+        return read_from(source.path)
     # S3: fetch the needed parts into the staging folder, restore from there, then drop the copy.
     # One download serves all processes when they share the folder; otherwise each fetches its own.
     import jax
@@ -144,15 +148,7 @@ def read(
         logger.info("downloaded %d files of %s to %s", count, source, local)
     distributed.barrier(f"downloaded_{source.prefix}")
     try:
-        items = read_checkpoint(
-            local,
-            state=state,
-            shardings=shardings,
-            content=content,
-            shown=str(source),
-            current_cfg=current_cfg,
-        )
-        return Restored.from_items(items, content)
+        return read_from(local)
     finally:
         distributed.barrier(f"restored_{source.prefix}")
         if downloader:

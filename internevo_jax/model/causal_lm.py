@@ -116,7 +116,7 @@ class CausalLM(nn.Module):
 
 def qk_interleaved_note(cfg: Any, model_type: str) -> list[str]:
     """The start-up note for qk_interleaved=True on models whose RoPE is always rotate-half here."""
-    if not getattr(cfg.model, "qk_interleaved", False):
+    if not cfg.model.qk_interleaved:
         return []
     return [
         f"model.qk_interleaved=True has no effect for {model_type}: RoPE always rotates the halves of each "

@@ -26,12 +26,12 @@ class InternLM(CausalLM):
         """Settings of `cfg` that are accepted but have no effect on this model (for the log)."""
         m = cfg.model
         out = []
-        if getattr(m, "apply_post_layer_norm", False):
+        if m.apply_post_layer_norm:
             out.append(
                 "model.apply_post_layer_norm=True has no effect for INTERNLM: InternEvo's INTERNLM "
                 "model is always pre-norm (InternLM2 honours it)"
             )
-        if getattr(m, "qk_interleaved", False):
+        if m.qk_interleaved:
             out.append(
                 "model.qk_interleaved=True has no effect for INTERNLM: its q/k weights are not interleaved"
             )

@@ -24,7 +24,7 @@ class InternLM2(CausalLM):
 
     @classmethod
     def from_config(cls, cfg: Any) -> InternLM2:
-        post = bool(getattr(cfg.model, "apply_post_layer_norm", False))
+        post = bool(cfg.model.apply_post_layer_norm)
         args = ModelArgs.from_config(
             cfg, init=INTERNEVO_02_INIT, fused_qkv=True, post_norm=post, final_norm=not post
         )

@@ -23,7 +23,7 @@ class Llama2(CausalLM):
 
     @classmethod
     def from_config(cls, cfg: Any) -> Llama2:
-        post = bool(getattr(cfg.model, "apply_post_layer_norm", False))
+        post = bool(cfg.model.apply_post_layer_norm)
         args = ModelArgs.from_config(
             cfg, init=INTERNEVO_02_INIT, post_norm=post, final_norm=not post, dynamic_ntk=False
         )
@@ -32,7 +32,7 @@ class Llama2(CausalLM):
     @staticmethod
     def notes(cfg: Any) -> list[str]:
         out = qk_interleaved_note(cfg, "LLAMA2")
-        if getattr(cfg.model, "use_dynamic_ntk_rope", False):
+        if cfg.model.use_dynamic_ntk_rope:
             out.append(
                 "model.use_dynamic_ntk_rope=True has no effect for LLAMA2: InternEvo's LLaMA2 always uses "
                 "plain RoPE (INTERNLM and INTERNLM2 honour it)"
