@@ -34,7 +34,14 @@ from internevo_jax.checkpoint.layout import (
     scan,
     slot_location,
 )
-from internevo_jax.checkpoint.policy import SNAPSHOT, Request, SaveSettings, due, snapshot_slot
+from internevo_jax.checkpoint.policy import (
+    SNAPSHOT,
+    Request,
+    SaveSettings,
+    due,
+    positive_or_none,
+    snapshot_slot,
+)
 from internevo_jax.checkpoint.reading import Restored
 from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location, parse_location
 
@@ -51,9 +58,8 @@ class CheckpointManager:
         self.cfg = cfg
         self.run_dir = run_dir
         self.settings = SaveSettings.from_config(cfg)
-        self.keep_last_n = int(ck.keep_last_n) if ck.keep_last_n and ck.keep_last_n > 0 else None
+        self.keep_last_n = positive_or_none(ck.keep_last_n)
         self.background_upload = bool(ck.async_upload)
-        self.save_enabled = self.settings.enabled
         self.root: Location | None = (
             parse_location(ck.save_ckpt_folder, key="ckpt.save_ckpt_folder") if ck.save_ckpt_folder else None
         )
@@ -140,6 +146,11 @@ class CheckpointManager:
     def latest(self) -> CheckpointRef | None:
         """The newest complete checkpoint in the save folder."""
         return self.scan().newest()
+
+    @property
+    def save_enabled(self) -> bool:
+        """ckpt.enable_save_ckpt and a ckpt.save_ckpt_folder (the policy's `enabled`)."""
+        return self.settings.enabled
 
     def failed(self, step: int) -> bool:
         """True when the save of `step` was reported as not saved (its storage was unreachable)."""
@@ -341,10 +352,6 @@ class CheckpointManager:
         for loc in found.incomplete:
             logger.warning("ignoring the half-written checkpoint at %s (it has no %s marker)", loc, MARKER)
         return reading.agreed_newest(found, self.root, self.snapshot_root)
-
-    def resolve_load_path(self, location: Location) -> Location:
-        """The checkpoint folder a load path names (itself, or the newest complete one inside)."""
-        return reading.resolve_load_path(location)
 
     def read(self, source: Location, state, shardings, content: frozenset[str]) -> Restored:
         """Read the parts `content` selects from the checkpoint at `source` onto `shardings`."""

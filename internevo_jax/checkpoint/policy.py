@@ -38,14 +38,14 @@ class SaveSettings:
     def from_config(cls, cfg) -> SaveSettings:
         ck = cfg.ckpt
         return cls(
-            every=_positive(ck.checkpoint_every),
-            snapshot_every=_positive(ck.oss_snapshot_freq),
+            every=positive_or_none(ck.checkpoint_every),
+            snapshot_every=positive_or_none(ck.oss_snapshot_freq),
             total_steps=int(cfg.data.total_steps),
             enabled=bool(ck.enable_save_ckpt and ck.save_ckpt_folder),
         )
 
 
-def _positive(value) -> int | None:
+def positive_or_none(value) -> int | None:
     """None and non-positive values mean "never by this rule" (the loader turns inf into None)."""
     return int(value) if value and value > 0 else None
 

@@ -41,7 +41,7 @@ class LineWriter:
             logger.info(format_metrics_line(record))
 
     def close(self) -> None:
-        pass
+        """Nothing to close: the lines go to the logger, whose handlers outlive the run."""
 
 
 class JsonlWriter:

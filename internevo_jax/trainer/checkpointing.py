@@ -38,7 +38,6 @@ class Checkpointing(Callback):
 
     def after_step(self, state, ctx, loader) -> bool:
         """Save when the schedule, the stop file or a signal asks; True = stop now."""
-        self.manager.check_background()
         poll = self.run_control.poll(ctx.step)
         self.manager.maybe_save(state, ctx, loader, request=poll.request, reason=poll.reason)
         if not poll.exit:

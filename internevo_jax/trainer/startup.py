@@ -20,6 +20,7 @@ from internevo_jax.checkpoint import (
     parse_location,
 )
 from internevo_jax.checkpoint.content import restores_context, with_schedule_from
+from internevo_jax.checkpoint.reading import resolve_load_path
 from internevo_jax.checkpoint.storage import Location
 from internevo_jax.hf import load_hf_into
 
@@ -58,15 +59,15 @@ def choose_source(cfg, manager: CheckpointManager) -> Source | None:
             )
     if info is not None and info.path:
         content = normalize_content(info.content)
-        location = parse_location(info.path, key="ckpt.load_ckpt_info.path")
-        if info.ckpt_type == "hf":
+        if info.ckpt_type == "hf":  # load_hf_into reads (and checks) the path itself
             return Source(content, hf_path=info.path)
         if info.ckpt_type != "internevo":
             raise CheckpointError(
                 f'ckpt.load_ckpt_info.ckpt_type={info.ckpt_type!r} is not supported; use "internevo" for '
                 f'checkpoints saved by this trainer or "hf" for Hugging Face weights.'
             )
-        source = Source(content, location=manager.resolve_load_path(location))
+        location = parse_location(info.path, key="ckpt.load_ckpt_info.path")
+        source = Source(content, location=resolve_load_path(location))
         logger.info("loading %s from %s", ", ".join(sorted(content)), source.location)
     return source
 
