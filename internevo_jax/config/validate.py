@@ -106,7 +106,7 @@ def _check_model(cfg: Config, c: _Checker) -> None:
     )
     c.one_of(m.norm_type, NORM_TYPES, "model.norm_type")
     c.one_of(m.remat_policy, REMAT_POLICY_NAMES, "model.remat_policy")
-    c.require(bool(m.attention_backend), "model.attention_backend", 'must not be empty; use "auto".')
+    c.require(bool(m.attn_impl), "model.attn_impl", 'must not be empty; use "auto".')
     for key in ("drop_rate", "attn_drop_rate"):
         value = getattr(m, key)
         c.require(0.0 <= value < 1.0, f"model.{key}", f"must be in [0, 1), got {value!r}.")

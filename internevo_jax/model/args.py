@@ -77,8 +77,11 @@ class ModelArgs:
     checkpoint_layers: int = 0
     remat_policy: str = REMAT_FULL
     scan_layers: bool = False
-    attention_backend: str = "auto"
+    attn_impl: str = "auto"
     use_flash_attn: bool = True
+    # Keys further back than this many tokens (counting the query itself) are not attended
+    # (Qwen2 / Mistral sliding-window attention); None: the whole causal prefix.
+    sliding_window: int | None = None
     platform: str | None = None
 
     def __post_init__(self):
@@ -170,7 +173,7 @@ class ModelArgs:
             checkpoint_layers=int(m.checkpoint_layers),
             remat_policy=str(m.remat_policy),
             scan_layers=bool(m.scan_layers),
-            attention_backend=str(m.attention_backend or "auto"),
+            attn_impl=str(m.attn_impl or "auto"),
             use_flash_attn=bool(m.use_flash_attn),
         )
         values.update(overrides)

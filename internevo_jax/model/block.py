@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 
 from internevo_jax.model.args import ModelArgs
-from internevo_jax.model.attention import select_attention_backend
+from internevo_jax.model.attention import choice_for_args
 from internevo_jax.model.layers import (
     FeedForward,
     apply_rotary,
@@ -84,18 +84,16 @@ class Attention(nn.Module):
         k = nn.with_logical_constraint(apply_rotary(k, cos, sin), ACT_HEADS)
         v = nn.with_logical_constraint(v, ACT_HEADS)
 
-        backend = select_attention_backend(
-            a.attention_backend,
-            a.platform,
-            dtype=a.dtype,
-            head_dim=a.head_dim,
-            has_segments=segment_ids is not None,
-            num_heads=a.num_heads,
-            num_kv_heads=a.num_kv_heads,
-            seq_len=t,
-            use_flash_attn=a.use_flash_attn,
+        choice = choice_for_args(a, seq_len=t, has_segments=segment_ids is not None)
+        out = choice.fn(
+            q,
+            k,
+            v,
+            segment_ids,
+            scale=softmax_scale(a.head_dim),
+            precision=a.precision,
+            sliding_window=a.sliding_window,
         )
-        out = backend.fn(q, k, v, segment_ids, scale=softmax_scale(a.head_dim), precision=a.precision)
         out = nn.with_logical_constraint(out, ACT_HEADS).reshape(b, t, a.num_heads * a.head_dim)
 
         o_init = out_proj_init(a, a.out_init_std, layer_idx, (HEADS, EMBED))

@@ -112,7 +112,7 @@ def test_7b_sft_defaults_of_absent_keys_follow_internevo(sft_and_log):
     # args_sanity_check: qk_interleaved defaults to False when adapt_hf is absent.
     assert cfg.model.qk_interleaved is False
     # our extensions
-    assert (cfg.model.attention_backend, cfg.model.scan_layers, cfg.model.remat_policy) == (
+    assert (cfg.model.attn_impl, cfg.model.scan_layers, cfg.model.remat_policy) == (
         "auto",
         False,
         "full",

@@ -74,5 +74,5 @@ def test_unknown_model_type():
 
 @pytest.mark.parametrize("backend", ["cudnn"])
 def test_unsupported_attention_backend_fails_loudly(backend):
-    proc = run_train(["--config", SFT, *sets(*TINY, f"model.attention_backend='{backend}'")])
+    proc = run_train(["--config", SFT, *sets(*TINY, f"model.attn_impl='{backend}'")])
     assert_user_error(proc, backend)

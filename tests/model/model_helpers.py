@@ -41,7 +41,7 @@ def make_cfg(**overrides):
         use_flash_attn=True,
         num_chunks=1,
         rope_base=10000,
-        attention_backend="auto",
+        attn_impl="auto",
         scan_layers=False,
         remat_policy="full",
         compute_dtype=jnp.float32,

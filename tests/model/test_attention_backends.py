@@ -31,7 +31,7 @@ def test_explicit_cudnn_on_cpu_raises_with_reason():
     with pytest.raises(ValueError, match="'cudnn' cannot run here: cuDNN attention needs an NVIDIA GPU"):
         _select("cudnn", "cpu")
     with pytest.raises(ValueError, match="NVIDIA GPU"):
-        attention_backend_name(make_cfg(attention_backend="cudnn", compute_dtype=jnp.bfloat16), "cpu")
+        attention_backend_name(make_cfg(attn_impl="cudnn", compute_dtype=jnp.bfloat16), "cpu")
 
 
 def test_gpu_choices():
@@ -54,7 +54,7 @@ def test_unknown_backend_names_the_closest():
 
 
 def test_model_with_unsupported_explicit_backend_fails_at_trace():
-    model = build_model(make_cfg(attention_backend="cudnn"))
+    model = build_model(make_cfg(attn_impl="cudnn"))
     ids = jnp.zeros((1, 8), jnp.int32)
     with pytest.raises(ValueError, match="cannot run here"):
         model.init(jax.random.PRNGKey(0), ids)

@@ -2,7 +2,9 @@
 
 Inputs of a backend: q [B, T, Hq, D], k and v [B, T, Hkv, D] (Hq a multiple of Hkv: grouped
 query attention, query head h reads kv head h // (Hq // Hkv)), and segment_ids [B, T] or None.
-Output: [B, T, Hq, D] in q's dtype. Attention is causal and never crosses segments.
+Output: [B, T, Hq, D] in q's dtype. Attention is causal and never crosses segments: key s is
+visible to query t iff s <= t, segment_ids[s] == segment_ids[t] and, with a sliding window w,
+t - s < w (the window counts the query itself, as HF's Qwen2 / Mistral masks do).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class AttentionFn(Protocol):
         *,
         scale: float,
         precision: Any = None,
+        sliding_window: int | None = None,
     ) -> jax.Array: ...
 
 
@@ -44,16 +47,40 @@ class SupportQuery:
     num_heads: int | None = None
     num_kv_heads: int | None = None
     seq_len: int | None = None
+    sliding_window: int | None = None
+
+
+Check = Callable[[SupportQuery], tuple[bool, str]]
 
 
 @dataclasses.dataclass(frozen=True)
 class AttentionBackend:
-    """One attention implementation and the explicit check of where it works."""
+    """One attention implementation and the explicit check of where it works.
+
+    `supports(query)` says whether the backend can run a case, and why (or why not).
+    `auto_supports(query)`, when given, is the stricter check "auto" uses: a backend may be able to
+    run a case (explicitly requested) without being the right automatic choice for it, e.g. a GPU
+    kernel interpreted on CPU. `make(query)` returns the function to call for that case (defaults
+    to `fn`), e.g. with interpret mode switched on for CPU.
+    """
 
     name: str
-    supports: Callable[[SupportQuery], tuple[bool, str]]
+    supports: Check
     fn: AttentionFn
     description: str
+    auto_supports: Check | None = None
+    make: Callable[[SupportQuery], AttentionFn] | None = None
+
+    def check_auto(self, query: SupportQuery) -> tuple[bool, str]:
+        """The check "auto" uses (the plain support check unless the backend is stricter)."""
+        ok, reason = self.supports(query)
+        if ok and self.auto_supports is not None:
+            return self.auto_supports(query)
+        return ok, reason
+
+    def function_for(self, query: SupportQuery) -> AttentionFn:
+        """The function that runs `query`'s case."""
+        return self.fn if self.make is None else self.make(query)
 
 
 def same_segment_mask(segment_ids: jax.Array) -> jax.Array:
@@ -61,9 +88,21 @@ def same_segment_mask(segment_ids: jax.Array) -> jax.Array:
     return segment_ids[:, :, None] == segment_ids[:, None, :]
 
 
-def causal_segment_mask(segment_ids: jax.Array | None, q_len: int, kv_len: int) -> jax.Array:
-    """Boolean [B or 1, T, S] mask: key s visible to query t iff s <= t and same segment."""
-    causal = jnp.arange(kv_len)[None, :] <= jnp.arange(q_len)[:, None]
+def causal_segment_mask(
+    segment_ids: jax.Array | None, q_len: int, kv_len: int, sliding_window: int | None = None
+) -> jax.Array:
+    """Boolean [B or 1, T, S] mask: key s visible to query t iff s <= t (and t - s < window) and
+    both lie in the same segment."""
+    rows, cols = jnp.arange(q_len)[:, None], jnp.arange(kv_len)[None, :]
+    visible = cols <= rows
+    if sliding_window is not None:
+        visible = jnp.logical_and(visible, rows - cols < sliding_window)
     if segment_ids is None:
-        return causal[None]
-    return jnp.logical_and(causal[None], same_segment_mask(segment_ids))
+        return visible[None]
+    return jnp.logical_and(visible[None], same_segment_mask(segment_ids))
+
+
+def check_sliding_window(sliding_window: int | None) -> None:
+    """ValueError unless the window is None or a positive int."""
+    if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window <= 0):
+        raise ValueError(f"sliding_window must be a positive int or None (got {sliding_window!r})")

@@ -14,7 +14,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from internevo_jax.model.attention.base import AttentionBackend, SupportQuery, same_segment_mask
+from internevo_jax.model.attention.base import (
+    AttentionBackend,
+    SupportQuery,
+    check_sliding_window,
+    same_segment_mask,
+)
 
 _DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 MAX_HEAD_DIM = 128
@@ -28,6 +33,7 @@ def dpa_attention(
     *,
     scale: float,
     precision: Any = None,
+    sliding_window: int | None = None,
     implementation: str | None = "cudnn",
 ) -> jax.Array:
     """jax.nn.dot_product_attention with causal masking and an optional segment mask.
@@ -36,10 +42,20 @@ def dpa_attention(
     with implementation="xla"; the registered backend always uses "cudnn".
     """
     del precision  # cuDNN picks its own accumulation (fp32)
+    check_sliding_window(sliding_window)
+    # The window counts the query itself: w - 1 keys to its left.
+    window = None if sliding_window is None else (sliding_window - 1, 0)
     # Same-segment only; the causal part is left to is_causal so cuDNN can skip blocks.
     mask = None if segment_ids is None else same_segment_mask(segment_ids)[:, None]
     return jax.nn.dot_product_attention(
-        q, k, v, mask=mask, scale=scale, is_causal=True, implementation=implementation
+        q,
+        k,
+        v,
+        mask=mask,
+        scale=scale,
+        is_causal=True,
+        local_window_size=window,
+        implementation=implementation,
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 
 from internevo_jax.model.attention import cudnn, xla
-from internevo_jax.model.attention.base import AttentionBackend, SupportQuery
+from internevo_jax.model.attention.base import AttentionBackend, AttentionFn, SupportQuery
 
 # Fastest first. Only backends that are implemented are listed (xla is last: it always works).
 BACKENDS: tuple[AttentionBackend, ...] = (cudnn.BACKEND, xla.BACKEND)
@@ -57,6 +57,19 @@ def detect_platform() -> str:
     return backend
 
 
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """A backend chosen for one case: the function to call and why it was chosen."""
+
+    backend: AttentionBackend
+    fn: AttentionFn
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+
 def select_attention_backend(
     requested: str,
     platform: str | None = None,
@@ -67,8 +80,9 @@ def select_attention_backend(
     num_heads: int | None = None,
     num_kv_heads: int | None = None,
     seq_len: int | None = None,
+    sliding_window: int | None = None,
     use_flash_attn: bool = True,
-) -> AttentionBackend:
+) -> Choice:
     """Resolve "auto" or an explicit backend name to a backend that supports this case.
 
     `use_flash_attn=False` (InternEvo's switch for its vanilla attention) makes "auto" mean
@@ -84,62 +98,58 @@ def select_attention_backend(
         num_heads=num_heads,
         num_kv_heads=num_kv_heads,
         seq_len=seq_len,
+        sliding_window=sliding_window,
     )
-    backend = _choose(requested, query, use_flash_attn)
-    return memory_standin(backend) if plan else backend
+    backend, reason = _choose(requested, query, use_flash_attn)
+    choice = Choice(backend, backend.function_for(query), reason)
+    return memory_standin(choice) if plan else choice
 
 
-def _choose(requested: str, query: SupportQuery, use_flash_attn: bool) -> AttentionBackend:
+def _choose(requested: str, query: SupportQuery, use_flash_attn: bool) -> tuple[AttentionBackend, str]:
     if requested == "auto":
-        candidates = BACKENDS if use_flash_attn else (xla.BACKEND,)
-        reasons = []
-        for backend in candidates:
-            ok, reason = backend.supports(query)
+        if not use_flash_attn:
+            return xla.BACKEND, "auto with model.use_flash_attn=False: the plain reference attention"
+        skipped = []
+        for backend in BACKENDS:
+            ok, reason = backend.check_auto(query)
             if ok:
-                return backend
-            reasons.append(f"{backend.name}: {reason}")
-        raise ValueError("no attention backend supports this case: " + "; ".join(reasons))
+                passed = f" (skipped {'; '.join(skipped)})" if skipped else ""
+                return backend, f"auto on {query.platform}: {reason}{passed}"
+            skipped.append(f"{backend.name}: {reason}")
+        raise ValueError("no attention backend supports this case: " + "; ".join(skipped))
     backend = get_backend(requested)
     ok, reason = backend.supports(query)
     if not ok:
         raise ValueError(
             f"attention backend {requested!r} cannot run here: {reason}. "
-            f"Set model.attention_backend='auto' to pick among {backend_names()}."
+            f"Set model.attn_impl='auto' to pick among {backend_names()}."
         )
-    return backend
+    return backend, f"requested by model.attn_impl: {reason}"
 
 
-def memory_standin(backend: AttentionBackend) -> AttentionBackend:
-    """`backend` with its scores recomputed in the backward pass: the memory of a fused kernel.
+def memory_standin(choice: Choice) -> Choice:
+    """`choice` with its scores recomputed in the backward pass: the memory of a fused kernel.
 
     Only residuals q, k, v (and the output) stay per layer, as a fused kernel keeps q, k, v, o and
     its row statistics; what the backward needs is recomputed one layer at a time.
     """
-    fn = backend.fn
+    fn = choice.fn
 
-    def recompute(q, k, v, segment_ids, *, scale, precision=None):
-        run = lambda q, k, v, s: fn(q, k, v, s, scale=scale, precision=precision)  # noqa: E731
+    def recompute(q, k, v, segment_ids, *, scale, precision=None, sliding_window=None):
+        def run(q, k, v, s):
+            return fn(q, k, v, s, scale=scale, precision=precision, sliding_window=sliding_window)
+
         return jax.checkpoint(run)(q, k, v, segment_ids)
 
-    return dataclasses.replace(backend, fn=recompute, description=backend.description + ", scores recomputed")
+    return Choice(choice.backend, recompute, choice.reason + "; scores recomputed in the backward pass")
 
 
-def attention_backend_name(
-    cfg: Any,
-    platform: str | None = None,
-    *,
-    seq_len: int | None = None,
-    has_segments: bool = True,
-) -> str:
-    """The backend a model built from `cfg` will use (for the trainer's start-up log).
-
-    Raises the same ValueError the model would raise for an unsupported explicit choice.
-    """
-    from internevo_jax.model.args import ModelArgs
-
-    args = ModelArgs.from_config(cfg)
+def choice_for_args(
+    args: Any, *, seq_len: int | None, has_segments: bool, platform: str | None = None
+) -> Choice:
+    """The backend for a model with `ModelArgs` `args` on rows of `seq_len` tokens."""
     return select_attention_backend(
-        args.attention_backend,
+        args.attn_impl,
         platform or args.platform,
         dtype=args.dtype,
         head_dim=args.head_dim,
@@ -147,5 +157,28 @@ def attention_backend_name(
         num_heads=args.num_heads,
         num_kv_heads=args.num_kv_heads,
         seq_len=seq_len,
+        sliding_window=args.sliding_window,
         use_flash_attn=args.use_flash_attn,
-    ).name
+    )
+
+
+def attention_choice(
+    cfg: Any,
+    platform: str | None = None,
+    *,
+    seq_len: int | None = None,
+    has_segments: bool = True,
+) -> Choice:
+    """The backend a model built from `cfg` will use, and why (for the trainer's start-up log).
+
+    Raises the same ValueError the model would raise for an unsupported explicit choice.
+    """
+    from internevo_jax.model.args import ModelArgs
+
+    args = ModelArgs.from_config(cfg)
+    return choice_for_args(args, seq_len=seq_len, has_segments=has_segments, platform=platform)
+
+
+def attention_backend_name(cfg: Any, platform: str | None = None, **kwargs: Any) -> str:
+    """The name of `attention_choice(cfg, platform, **kwargs)`."""
+    return attention_choice(cfg, platform, **kwargs).name

@@ -7,7 +7,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from internevo_jax.model.attention.base import MASK_VALUE, AttentionBackend, SupportQuery, causal_segment_mask
+from internevo_jax.model.attention.base import (
+    MASK_VALUE,
+    AttentionBackend,
+    SupportQuery,
+    causal_segment_mask,
+    check_sliding_window,
+)
 
 
 def xla_attention(
@@ -18,8 +24,10 @@ def xla_attention(
     *,
     scale: float,
     precision: Any = None,
+    sliding_window: int | None = None,
 ) -> jax.Array:
     """Causal, segment-masked softmax attention with grouped kv heads; softmax in fp32."""
+    check_sliding_window(sliding_window)
     b, t, hq, d = q.shape
     s, hkv = k.shape[1], k.shape[2]
     groups = hq // hkv
@@ -27,7 +35,7 @@ def xla_attention(
     qg = q.reshape(b, t, hkv, groups, d)
     scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, precision=precision, preferred_element_type=jnp.float32)
     scores = scores * jnp.float32(scale)
-    mask = causal_segment_mask(segment_ids, t, s)[:, None, None, :, :]
+    mask = causal_segment_mask(segment_ids, t, s, sliding_window)[:, None, None, :, :]
     scores = jnp.where(mask, scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v, precision=precision)
