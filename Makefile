@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA ?= .cache/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench bench-attention lint clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ bench: install
 	$(PY) benchmarks/bench_train_step.py --config configs/demo.py --set data.train_folder=None \
 		--set data.valid_every=0 --variant model.scan_layers=False --variant model.scan_layers=True \
 		--steps 10
+
+# Attention fwd+bwd, every backend side by side (the full case needs a GPU or TPU; --small on CPU).
+bench-attention: install
+	$(PY) benchmarks/attention.py $(BENCH_ARGS)
 
 lint: install
 	$(PY) -m ruff check internevo_jax tools tests benchmarks examples

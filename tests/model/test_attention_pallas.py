@@ -32,11 +32,11 @@ def _layout(name: str, t: int) -> np.ndarray:
     return np.stack([row0, row1]).astype(np.int32)
 
 
-def _inputs(dtype, t=128, heads=8, kv_heads=2, seed=0):
+def _inputs(dtype, t=128, heads=8, kv_heads=2, seed=0, head_dim=D):
     rng = np.random.default_rng(seed)
-    q = jnp.asarray(rng.normal(size=(2, t, heads, D)), dtype)
-    k = jnp.asarray(rng.normal(size=(2, t, kv_heads, D)), dtype)
-    v = jnp.asarray(rng.normal(size=(2, t, kv_heads, D)), dtype)
+    q = jnp.asarray(rng.normal(size=(2, t, heads, head_dim)), dtype)
+    k = jnp.asarray(rng.normal(size=(2, t, kv_heads, head_dim)), dtype)
+    v = jnp.asarray(rng.normal(size=(2, t, kv_heads, head_dim)), dtype)
     return q, k, v
 
 
@@ -45,15 +45,24 @@ def _loss(fn):
     return lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v).astype(jnp.float32)))
 
 
-TOLERANCE = {jnp.float32: dict(rtol=1e-5, atol=1e-5), jnp.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+TOLERANCE = {
+    jnp.float32: dict(rtol=1e-5, atol=1e-5),
+    jnp.bfloat16: dict(rtol=2e-2, atol=2e-2),
+    jnp.float16: dict(rtol=5e-3, atol=5e-3),
+}
+CASES = [
+    (layout, dtype, D)
+    for layout in ("one", "many_short", "cross_blocks", "length_one")
+    for dtype in (jnp.float32, jnp.bfloat16)
+]
+CASES += [("cross_blocks", jnp.float16, D), ("many_short", jnp.bfloat16, 128)]
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("layout", ["one", "many_short", "cross_blocks", "length_one"])
-def test_forward_and_grads_match_xla(layout, dtype):
-    q, k, v = _inputs(dtype)
+@pytest.mark.parametrize("layout,dtype,head_dim", CASES)
+def test_forward_and_grads_match_xla(layout, dtype, head_dim):
+    q, k, v = _inputs(dtype, head_dim=head_dim)
     seg = jnp.asarray(_layout(layout, q.shape[1]))
-    scale = D**-0.5
+    scale = head_dim**-0.5
     ours = lambda q, k, v: pallas_attention(q, k, v, seg, scale=scale, block_sizes=SMALL, interpret=True)  # noqa: E731
     ref = lambda q, k, v: xla_attention(q, k, v, seg, scale=scale)  # noqa: E731
     tol = TOLERANCE[dtype]
