@@ -14,6 +14,7 @@ from internevo_jax.model.args import (
 )
 from internevo_jax.model.attention import (
     attention_backend_name,
+    attention_choice,
     backend_names,
     detect_platform,
     select_attention_backend,
@@ -50,6 +51,7 @@ __all__ = [
     "ModelArgs",
     "abstract_params",
     "attention_backend_name",
+    "attention_choice",
     "backend_names",
     "build_model",
     "check_supported",

@@ -82,6 +82,10 @@ class ModelArgs:
     # Keys further back than this many tokens (counting the query itself) are not attended
     # (Qwen2 / Mistral sliding-window attention); None: the whole causal prefix.
     sliding_window: int | None = None
+    # Packed rows are whole windows of this many tokens, each its own segment (data.
+    # pack_sample_into_one=True; validation rows): attention runs per window with a plain
+    # causal mask. 0: segments follow the data. Rows without segment ids are never cut.
+    fixed_window_len: int = 0
     platform: str | None = None
 
     def __post_init__(self):
@@ -113,6 +117,10 @@ class ModelArgs:
                 f"but it covers {self.checkpoint_layers}; set model.checkpoint to True or False, "
                 "or set scan_layers=False"
             )
+        if self.fixed_window_len < 0:
+            problems.append(
+                f"fixed_window_len ({self.fixed_window_len}) must be 0 or a positive window length"
+            )
         if problems:
             raise ValueError("invalid model settings: " + "; ".join(problems))
 
@@ -121,6 +129,14 @@ class ModelArgs:
         """How many leading layers are rematerialised (0 when remat_policy is "none")."""
         return 0 if self.remat_policy == "none" else self.checkpoint_layers
 
+    def window_for(self, seq_len: int | None) -> int | None:
+        """The window attention runs on for packed rows of `seq_len` tokens: fixed_window_len when
+        the rows are whole windows of it, else None (the rows keep their segment ids; same maths)."""
+        w = self.fixed_window_len
+        if w and seq_len is not None and seq_len >= w and seq_len % w == 0:
+            return w
+        return None
+
     @property
     def residual_dtype(self) -> Any:
         """dtype of the residual stream between blocks."""
@@ -128,7 +144,8 @@ class ModelArgs:
 
     @classmethod
     def from_config(cls, cfg: Any, *, init: InitStds = INTERNLM_INIT, **overrides: Any) -> ModelArgs:
-        """Read the model settings of a Config (`cfg.model`, `cfg.use_fp32_norm`).
+        """Read the model settings of a Config (`cfg.model`, `cfg.use_fp32_norm`, and from
+        `cfg.data` whether segments are the fixed seq_len windows).
 
         `init` holds the model family's default init stds; `overrides` set fields a model type
         fixes itself (e.g. InternLM2's fused wqkv). Every value comes from the typed config
@@ -175,6 +192,7 @@ class ModelArgs:
             scan_layers=bool(m.scan_layers),
             attn_impl=str(m.attn_impl or "auto"),
             use_flash_attn=bool(m.use_flash_attn),
+            fixed_window_len=int(cfg.data.seq_len) if cfg.data.pack_sample_into_one else 0,
         )
         values.update(overrides)
         return cls(**values)

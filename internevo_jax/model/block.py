@@ -62,8 +62,20 @@ def project_qkv(a: ModelArgs, x: jax.Array):
     )
 
 
+def to_windows(x: jax.Array, window: int) -> jax.Array:
+    """[B, T, H, D] -> [B * T / window, window, H, D]: every window a row of its own. Rows stay
+    batch-major, so a batch sharding of B carries over to the windows without moving data."""
+    b, t = x.shape[:2]
+    return nn.with_logical_constraint(x.reshape(b * (t // window), window, *x.shape[2:]), ACT_HEADS)
+
+
 class Attention(nn.Module):
-    """Causal self-attention: wq/wk/wv (or InternLM2's fused wqkv), wo, RoPE, pluggable backend."""
+    """Causal self-attention: wq/wk/wv (or InternLM2's fused wqkv), wo, RoPE, pluggable backend.
+
+    Packed rows made of fixed windows (`args.window_for(T)`, e.g. data.pack_sample_into_one=True)
+    run attention on the windows as rows of their own with a plain causal mask: the same maths as
+    their segment ids, without a mask and with T / window times fewer scores.
+    """
 
     args: ModelArgs
 
@@ -84,7 +96,12 @@ class Attention(nn.Module):
         k = nn.with_logical_constraint(apply_rotary(k, cos, sin), ACT_HEADS)
         v = nn.with_logical_constraint(v, ACT_HEADS)
 
-        choice = choice_for_args(a, seq_len=t, has_segments=segment_ids is not None)
+        # Only packed rows: segment_ids=None is one unpacked sequence per row (generation).
+        window = a.window_for(t) if segment_ids is not None else None
+        if window is not None:
+            q, k, v = to_windows(q, window), to_windows(k, window), to_windows(v, window)
+            segment_ids = None
+        choice = choice_for_args(a, seq_len=q.shape[1], has_segments=segment_ids is not None)
         out = choice.fn(
             q,
             k,

@@ -113,6 +113,11 @@ class CausalLM(nn.Module):
         remat = num_layers if a.remat_layers else 0
         return self.clone(args=dataclasses.replace(a, num_layers=num_layers, checkpoint_layers=remat))
 
+    def windowed(self, window_len: int) -> CausalLM:
+        """This model for rows made of fixed `window_len`-token windows (validation rows): the
+        same parameters, attention run per window without a mask (`ModelArgs.fixed_window_len`)."""
+        return self.clone(args=dataclasses.replace(self.args, fixed_window_len=int(window_len)))
+
 
 def qk_interleaved_note(cfg: Any, model_type: str) -> list[str]:
     """The start-up note for qk_interleaved=True on models whose RoPE is always rotate-half here."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from internevo_jax.config import Config, ConfigError
 from internevo_jax.data import type_names
-from internevo_jax.model import attention_backend_name, build_model
+from internevo_jax.model import attention_choice, build_model
 from internevo_jax.monitor import logger
 from internevo_jax.optim import DynamicLossScaler, build_optimizer
 from internevo_jax.parallel import ParallelEnv, parallel_env
@@ -21,18 +21,23 @@ from internevo_jax.trainer.trainer import Trainer
 
 def create_model(cfg: Config) -> nn.Module:
     """The Flax module for cfg.model_type; an unknown type or an attention backend that cannot run
-    here is a ConfigError naming the config file."""
+    here is a ConfigError naming the config file. Logs the attention backend and why it runs."""
     try:
-        backend = attention_backend_name(cfg, seq_len=cfg.data.packed_length)
+        train = attention_choice(cfg, seq_len=cfg.data.packed_length)
+        # Validation rows are seq_len windows whatever data.pack_sample_into_one says.
+        valid = attention_choice(cfg, seq_len=cfg.data.packed_length, window_len=cfg.data.seq_len)
         model = build_model(cfg)
     except ValueError as err:
         raise ConfigError(f"{cfg.source_path or '<config>'}: {err}") from err
     logger.info(
-        "model %s, attention backend %s, compute dtype %s",
+        "model %s, compute dtype %s, attention backend %s: %s",
         cfg.model_type,
-        backend,
         np.dtype(cfg.model.compute_dtype).name,
+        train.name,
+        train.reason,
     )
+    if cfg.data.valid_every > 0 and valid.reason != train.reason:
+        logger.info("validation attention backend %s: %s", valid.name, valid.reason)
     return model
 
 

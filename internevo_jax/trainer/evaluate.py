@@ -15,8 +15,23 @@ from internevo_jax.trainer.loss import token_stats
 from internevo_jax.trainer.step import MODEL_INPUTS
 
 
-def make_eval_step(model: nn.Module, mesh, rules, param_shardings, *, matmul_precision: str | None = None):
-    """Build `eval(params, batch) -> summed {nll_sum, tokens, correct}` over all micro-batches."""
+def make_eval_step(
+    model: nn.Module,
+    mesh,
+    rules,
+    param_shardings,
+    *,
+    matmul_precision: str | None = None,
+    window_len: int | None = None,
+):
+    """Build `eval(params, batch) -> summed {nll_sum, tokens, correct}` over all micro-batches.
+
+    `window_len` (data.seq_len): validation rows are windows of that many tokens, one sample
+    each, real tokens first and padding (label -100) after (ValidSet.get_batch), so attention
+    runs per window without a mask (`CausalLM.windowed`); the loss is that of the segment ids.
+    """
+    if window_len and hasattr(model, "windowed"):
+        model = model.windowed(window_len)
 
     def evaluate(params, batch):
         def body(total, micro):

@@ -104,5 +104,6 @@ class Trainer:
                 self.rules,
                 self.shardings.params,
                 matmul_precision=self.cfg.model.matmul_precision,
+                window_len=self.cfg.data.seq_len,
             )
         return evaluate_sets(self._eval_fn, self.state.params, valid_sets, self.mesh, self.sizes.dp)

@@ -22,7 +22,8 @@ def _schema_defaults() -> dict:
 
 def make_cfg(**overrides):
     """An object with the Config's model attributes (attribute access only, like the real one):
-    every ModelConfig field at its default, then the small test model's sizes."""
+    every ModelConfig field at its default, then the small test model's sizes; `seq_len` and
+    `pack_sample_into_one` go to its `data`."""
     m = _schema_defaults()
     m.update(
         num_attention_heads=4,
@@ -50,10 +51,11 @@ def make_cfg(**overrides):
         checkpoint_layers=0,
     )
     top = dict(model_type="INTERNLM", use_fp32_norm=True)
+    data = dict(seq_len=24, pack_sample_into_one=False)
     for key, value in overrides.items():
-        (top if key in top else m)[key] = value
+        (top if key in top else data if key in data else m)[key] = value
     m["head_dim"] = m["hidden_size"] // m["num_attention_heads"]
-    return types.SimpleNamespace(model=types.SimpleNamespace(**m), **top)
+    return types.SimpleNamespace(model=types.SimpleNamespace(**m), data=types.SimpleNamespace(**data), **top)
 
 
 def packed_batch(rng: np.random.Generator, batch: int = 2, length: int = 24, vocab: int = 128):

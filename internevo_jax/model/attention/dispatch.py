@@ -168,15 +168,29 @@ def attention_choice(
     *,
     seq_len: int | None = None,
     has_segments: bool = True,
+    window_len: int | None = None,
 ) -> Choice:
-    """The backend a model built from `cfg` will use, and why (for the trainer's start-up log).
+    """The backend a model built from `cfg` will use on rows of `seq_len` tokens, and why (for
+    the trainer's start-up log).
 
-    Raises the same ValueError the model would raise for an unsupported explicit choice.
+    Packed rows made of fixed windows (data.pack_sample_into_one=True, or `window_len` for rows
+    that are windows whatever the config says: validation rows) run per window without a mask,
+    as the model does; the reason says so. Raises the same ValueError the model would raise for
+    an unsupported explicit choice.
     """
     from internevo_jax.model.args import ModelArgs
 
     args = ModelArgs.from_config(cfg)
-    return choice_for_args(args, seq_len=seq_len, has_segments=has_segments, platform=platform)
+    if window_len is not None:
+        args = dataclasses.replace(args, fixed_window_len=int(window_len))
+    window = args.window_for(seq_len) if has_segments else None
+    if window is None:
+        return choice_for_args(args, seq_len=seq_len, has_segments=has_segments, platform=platform)
+    choice = choice_for_args(args, seq_len=window, has_segments=False, platform=platform)
+    windows = (
+        f"rows of {seq_len} tokens run as {seq_len // window} fixed {window}-token windows without a mask"
+    )
+    return dataclasses.replace(choice, reason=f"{windows}; {choice.reason}")
 
 
 def attention_backend_name(cfg: Any, platform: str | None = None, **kwargs: Any) -> str:
