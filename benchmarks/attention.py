@@ -10,9 +10,10 @@ TFLOP/s counts useful FLOPs only: the visible (query, key) pairs of each row, su
 of L (L + 1) / 2, times 4 * D per pair for the forward (two matmuls) and 2.5x that for the
 backward (FlashAttention's convention: 3.5x the forward in all). A kernel that skips no tile does
 the same useful work in more time. Each backend runs as its support check allows on this platform
-(explicitly named, so interpret-mode kernels run on CPU, marked as such); jax's own Pallas-Triton
-kernel (`jax_pallas_mha`, segment_ids, 64-size backward blocks) is a GPU reference. Every output
-and gradient is checked against the `xla` backend before it is timed.
+(explicitly named, so interpret-mode kernels run on CPU, marked as such); on a GPU, packed rows
+also run cuDNN's dense-mask route next to its segment-offset one, and jax's own Pallas-Triton
+kernel (`jax_pallas_mha`, segment_ids, 64-size backward blocks) is a reference. Every output and
+gradient is checked against the `xla` backend before it is timed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from internevo_jax.model.attention import BACKENDS, detect_platform, select_attention_backend, xla_attention
+from internevo_jax.model.attention import (
+    BACKENDS,
+    cudnn,
+    detect_platform,
+    select_attention_backend,
+    xla_attention,
+)
 
 PATTERNS = {
     "packed [1024, 512, 1536, 1024]": [1024, 512, 1536, 1024],
@@ -99,7 +106,12 @@ def candidates(platform: str, dtype, head_dim: int, heads: int, kv_heads: int, s
             print(f"  {backend.name}: skipped ({err})", file=sys.stderr)
             continue
         label = backend.name + (" (interpret)" if "interpret" in choice.reason else "")
+        if backend.name == "cudnn" and packed:
+            label += " (segment offsets)" if "segment offsets" in choice.reason else " (dense mask)"
         out.append((label, functools.partial(choice.fn, scale=head_dim**-0.5)))
+    if platform == "gpu" and packed and not any(label == "cudnn (dense mask)" for label, _ in out):
+        # The public route side by side with the segment-offset one.
+        out.append(("cudnn (dense mask)", functools.partial(cudnn.dpa_attention, scale=head_dim**-0.5)))
     if platform == "gpu":
         from jax.experimental.pallas.ops.gpu import attention as jax_pallas
 

@@ -86,6 +86,9 @@ class ModelArgs:
     # pack_sample_into_one=True; validation rows): attention runs per window with a plain
     # causal mask. 0: segments follow the data. Rows without segment ids are never cut.
     fixed_window_len: int = 0
+    # A pipeline chunk (CausalLM.chunk): its layers run under the schedule's stage vmap, where
+    # some kernels cannot run (their support checks say so).
+    pipeline_chunk: bool = False
     platform: str | None = None
 
     def __post_init__(self):

@@ -111,7 +111,10 @@ class CausalLM(nn.Module):
         on params {"layers": [num_layers, ...]} (the whole chunk rematerialised if the model is)."""
         a = self.args
         remat = num_layers if a.remat_layers else 0
-        return self.clone(args=dataclasses.replace(a, num_layers=num_layers, checkpoint_layers=remat))
+        chunk_args = dataclasses.replace(
+            a, num_layers=num_layers, checkpoint_layers=remat, pipeline_chunk=True
+        )
+        return self.clone(args=chunk_args)
 
     def windowed(self, window_len: int) -> CausalLM:
         """This model for rows made of fixed `window_len`-token windows (validation rows): the

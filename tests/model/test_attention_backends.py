@@ -105,3 +105,14 @@ def test_memory_plan_platform_recomputes_the_chosen_backend():
     ):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     assert "remat" in str(jax.make_jaxpr(jax.grad(loss(plan.fn)))(q, k, v))  # recomputed in the backward
+
+
+def test_pipeline_chunks_keep_packed_rows_off_cudnn():
+    """jax's batching rule for the cuDNN call cannot take packed rows, and pipeline stages run
+    under vmap: the chunk a pipeline runs says so, and its packed rows go to pallas_gpu."""
+    with pytest.raises(ValueError, match="'cudnn' cannot run here: packed rows inside pipeline stages"):
+        _select("cudnn", "gpu", vmapped=True)
+    assert _select("auto", "gpu", vmapped=True) == "pallas_gpu"
+    assert _select("cudnn", "gpu", vmapped=True, has_segments=False) == "cudnn"
+    model = build_model(make_cfg(scan_layers=True, num_layers=4))
+    assert not model.args.pipeline_chunk and model.chunk(2).args.pipeline_chunk

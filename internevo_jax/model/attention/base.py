@@ -48,6 +48,7 @@ class SupportQuery:
     num_kv_heads: int | None = None
     seq_len: int | None = None
     sliding_window: int | None = None
+    vmapped: bool = False  # called under the pipeline's stage vmap
 
 
 Check = Callable[[SupportQuery], tuple[bool, str]]

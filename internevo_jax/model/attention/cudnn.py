@@ -308,6 +308,11 @@ def _supports(query: SupportQuery) -> tuple[bool, str]:
         return False, f"cuDNN attention with a mask needs an even sequence length (got {query.seq_len})"
     if not query.has_segments:
         return True, "cuDNN flash attention with its built-in causal mask"
+    if query.vmapped:
+        return False, (
+            "packed rows inside pipeline stages: jax's batching rule for the cuDNN call folds neither "
+            "the segment offsets nor a dense mask, and the stages run under vmap; use 'pallas_gpu'"
+        )
     ok, why = segment_route(query.sliding_window is not None)
     if ok:
         return True, f"packed segments run through {why}, up to {MAX_SEGMENTS} per row (more: dense mask)"

@@ -81,6 +81,7 @@ def select_attention_backend(
     num_kv_heads: int | None = None,
     seq_len: int | None = None,
     sliding_window: int | None = None,
+    vmapped: bool = False,
     use_flash_attn: bool = True,
 ) -> Choice:
     """Resolve "auto" or an explicit backend name to a backend that supports this case.
@@ -99,6 +100,7 @@ def select_attention_backend(
         num_kv_heads=num_kv_heads,
         seq_len=seq_len,
         sliding_window=sliding_window,
+        vmapped=vmapped,
     )
     backend, reason = _choose(requested, query, use_flash_attn)
     choice = Choice(backend, backend.function_for(query), reason)
@@ -158,6 +160,7 @@ def choice_for_args(
         num_kv_heads=args.num_kv_heads,
         seq_len=seq_len,
         sliding_window=args.sliding_window,
+        vmapped=args.pipeline_chunk,
         use_flash_attn=args.use_flash_attn,
     )
 
