@@ -21,11 +21,11 @@ from typing import Any
 
 import jax
 
-from internevo_jax.model.attention import cudnn, xla
+from internevo_jax.model.attention import cudnn, splash, xla
 from internevo_jax.model.attention.base import AttentionBackend, AttentionFn, SupportQuery
 
 # Fastest first. Only backends that are implemented are listed (xla is last: it always works).
-BACKENDS: tuple[AttentionBackend, ...] = (cudnn.BACKEND, xla.BACKEND)
+BACKENDS: tuple[AttentionBackend, ...] = (cudnn.BACKEND, splash.BACKEND, xla.BACKEND)
 MEMORY_PLAN_PLATFORM = "cpu-memory-plan"  # a stated target, not a jax platform (module docstring)
 
 
