@@ -1,18 +1,25 @@
 """The dry run: an ahead-of-time memory plan of the train step for N devices, nothing allocated.
 
-`python -m internevo_jax.train --config=C --dry-run --devices N [--device-memory 80GB]` lowers
-and compiles the real train step for a mesh of N devices from abstract inputs only
-(ShapeDtypeStructs with their shardings: a 7B model is never materialised) and prints what one
-device holds: fp32 master parameters, optimizer state, activations and temporaries, and whether
-that fits. The N devices are CPU stand-ins, so the plan runs on a laptop before a launch; the
-attention dispatcher is asked for backends for its memory-plan target (`MEMORY_PLAN_PLATFORM`),
-which compile on CPU but hold attention memory as a fused kernel does.
+`python -m internevo_jax.train --config=C --dry-run (--devices N | --topology v5p:4x4x4)
+[--device-memory 80GB]` lowers and compiles the real train step for a mesh of N devices from
+abstract inputs only (ShapeDtypeStructs with their shardings: a 7B model is never materialised)
+and prints what one device holds: fp32 master parameters, optimizer state, activations and
+temporaries, and whether that fits.
+
+* `--devices N`: N CPU stand-ins, so the plan runs on a laptop before a launch; the attention
+  dispatcher is asked for backends for its memory-plan target (`MEMORY_PLAN_PLATFORM`), which
+  compile on CPU but hold attention memory as a fused kernel does.
+* `--topology NAME`: the abstract devices of a TPU slice (libtpu, parallel/topology.py): the real
+  TPU compiler and its buffer assignment, with the TPU attention backend (Splash) in the program.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import types
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,13 +27,13 @@ import numpy as np
 
 from internevo_jax.config import Config, ConfigError
 from internevo_jax.config.units import parse_size
-from internevo_jax.model.attention.dispatch import MEMORY_PLAN_PLATFORM
-from internevo_jax.parallel import batch_sharding, mesh_context, parallel_env
+from internevo_jax.model.attention.dispatch import MEMORY_PLAN_PLATFORM, attention_choice
+from internevo_jax.parallel import ParallelEnv, batch_sharding, mesh_context, parallel_env, replicated
 from internevo_jax.parallel.zero import compute_dtypes, compute_shardings
 
 GiB = 1024**3
 # LLVM optimisation only changes generated code, not buffer assignment, and dominates CPU compile time.
-_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
 BATCH_KEYS = ("input_ids", "labels", "positions", "segment_ids", "type_ids")
 
 
@@ -69,19 +76,26 @@ class MemoryPlan:
 
     job: str
     devices: int
+    device_kind: str  # "CPU stand-in", or the devices' own kind, e.g. "TPU v5 lite"
     mesh: dict
+    attention: str  # the attention backend compiled into the step
     params: int  # fp32 master copy (train state), exact
     optimizer: int  # AdamW moments and counters (train state), exact
     gradients: int  # the fp32 gradient accumulator
     gathered: int  # the compute copy of the weights (compute dtype, compute layout)
     activations: int  # activations and workspace of one micro-batch, in the compute dtype
     other: int  # loss-scaler state, the batch, outputs that are not donated, program code
-    compiled_temporaries: int  # XLA's temp buffers as compiled for the stand-in devices
+    compiled_temporaries: int  # the compiler's temp buffers, as compiled (before any scaling)
     device_memory: int | None
     notes: list[str]
+    # True when the compiler is the target device's own (a TPU topology, the GPUs present): its
+    # temporaries are then the plan's, gradients and the gathered copy are parts of them.
+    device_compiler: bool = False
 
     @property
     def temporaries(self) -> int:
+        if self.device_compiler:
+            return self.compiled_temporaries
         return self.gradients + self.gathered + self.activations
 
     @property
@@ -96,12 +110,24 @@ class MemoryPlan:
         g = lambda b: f"{b / GiB:9.2f} GiB"  # noqa: E731
         mesh = " ".join(f"{k}={v}" for k, v in self.mesh.items())
         lines = [
-            f"memory plan for {self.job} on {self.devices} devices (mesh {mesh}), per device:",
+            f"memory plan for {self.job} on {self.devices} {self.device_kind} devices (mesh {mesh}), "
+            f"attention {self.attention}, per device:",
             f"  parameters (fp32 master copy)       {g(self.params)}",
             f"  optimizer state (AdamW moments)     {g(self.optimizer)}",
-            f"  gradients (fp32 accumulator)        {g(self.gradients)}",
-            f"  weights gathered for compute       {g(self.gathered)}",
-            f"  activations and temporaries         {g(self.activations)}",
+        ]
+        if self.device_compiler:
+            lines += [
+                f"  temporaries (compiler's buffers)    {g(self.temporaries)}",
+                f"    in them: gradients (fp32)         {g(self.gradients)}",
+                f"    in them: weights for compute      {g(self.gathered)} at most",
+            ]
+        else:
+            lines += [
+                f"  gradients (fp32 accumulator)        {g(self.gradients)}",
+                f"  weights gathered for compute       {g(self.gathered)}",
+                f"  activations and temporaries         {g(self.activations)}",
+            ]
+        lines += [
             f"  batch, loss scaler, program code    {g(self.other)}",
             f"  total                               {g(self.total)}",
         ]
@@ -154,29 +180,47 @@ def _copy_bytes(params, dtypes, compute) -> int:
     return sum(jax.tree.leaves(jax.tree.map(one, params, dtypes, compute)))
 
 
-def plan_memory(
-    cfg: Config, devices: Sequence[jax.Device] | None = None, *, device_memory: int | None = None
-) -> MemoryPlan:
-    """Compile the train step of `cfg` for `devices` from abstract inputs and measure it."""
+@dataclasses.dataclass
+class LoweredStep:
+    """The train step lowered ahead of time for some devices, with what it was built from."""
+
+    lowered: jax.stages.Lowered
+    env: ParallelEnv
+    model: Any
+    state: Any  # the abstract train state (ShapeDtypeStructs with shardings)
+    shardings: Any
+    attention: Any  # the dispatcher's Choice for the model's attention
+
+    def compile(self) -> jax.stages.Compiled:
+        platform = self.env.mesh.devices.flat[0].platform
+        return self.lowered.compile(_COMPILER_OPTIONS.get(platform))
+
+
+def lower_step(cfg: Config, devices: Sequence[jax.Device], *, attention_platform: str | None = None):
+    """Lower the train step of `cfg` for a mesh over `devices` from abstract inputs only.
+
+    `attention_platform` is the platform the attention backend is selected for (default: the
+    devices' own, so abstract TPU devices get the TPU kernel). An attention backend that cannot
+    run there is a ConfigError.
+    """
     from internevo_jax.model import build_model
     from internevo_jax.optim import DynamicLossScaler, build_optimizer
     from internevo_jax.trainer.state import abstract_train_state
     from internevo_jax.trainer.step import make_train_step
 
-    devices = list(jax.devices() if devices is None else devices)
-    real_args = build_model(cfg).args
-    platform = devices[0].platform
-    plan_cfg, scale, notes = _plan_config(cfg, platform)
-    env = parallel_env(plan_cfg, devices)
-    sizes, mesh, rules = env.sizes, env.mesh, env.rules
-    model = build_model(plan_cfg)
-    if platform == "cpu":
-        # The stand-ins only run XLA attention, whose backward would keep every layer's [heads, T, T]
-        # probabilities: tens of GiB a fused kernel never stores. Select for the plan's target instead.
-        model = model.clone(args=dataclasses.replace(model.args, platform=MEMORY_PLAN_PLATFORM))
-    tx, _, _ = build_optimizer(plan_cfg)
-    scaler = DynamicLossScaler.from_config(plan_cfg)
-    state, shardings = abstract_train_state(model, tx, scaler, mesh, rules, plan_cfg.data.seq_len)
+    devices = list(devices)
+    attention_platform = attention_platform or devices[0].platform
+    env = parallel_env(cfg, devices)
+    mesh, rules = env.mesh, env.rules
+    try:
+        choice = attention_choice(cfg, attention_platform, seq_len=cfg.data.packed_length)
+    except ValueError as err:
+        raise ConfigError(f"{cfg.source_path or '<config>'}: {err}", key="model.attn_impl") from None
+    model = build_model(cfg)
+    model = model.clone(args=dataclasses.replace(model.args, platform=attention_platform))
+    tx, _, _ = build_optimizer(cfg)
+    scaler = DynamicLossScaler.from_config(cfg)
+    state, shardings = abstract_train_state(model, tx, scaler, mesh, rules, cfg.data.seq_len)
     step = make_train_step(
         model,
         tx,
@@ -184,33 +228,99 @@ def plan_memory(
         mesh,
         rules,
         shardings,
-        label_smoothing=plan_cfg.loss.label_smoothing,
-        matmul_precision=plan_cfg.model.matmul_precision,
+        label_smoothing=cfg.loss.label_smoothing,
+        matmul_precision=cfg.model.matmul_precision,
     )
-    shape = (plan_cfg.data.micro_num, sizes.dp, plan_cfg.data.packed_length)
+    shape = (cfg.data.micro_num, env.sizes.dp, cfg.data.packed_length)
     batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding(mesh)) for k in BATCH_KEYS}
-    with mesh_context(mesh, rules, plan_cfg.model.matmul_precision):
-        compiled = step.jitted.lower(state, batch, jnp.int32(0)).compile(_COMPILER_OPTIONS)
-    stats = compiled.memory_analysis()
+    index = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh))  # abstract: no device array
+    with mesh_context(mesh, rules, cfg.model.matmul_precision):
+        lowered = step.jitted.lower(state, batch, index)
+    return LoweredStep(lowered, env, model, state, shardings, choice)
 
+
+# The TPU compiler refuses a program whose temporaries exceed the chip's memory, with this message.
+_OUT_OF_MEMORY = re.compile(
+    r"required for HLO temporaries \(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)"
+)
+
+
+def _refused_for_memory(err: Exception) -> tuple[int, int] | None:
+    """(temporaries, available) bytes from a compiler's out-of-memory refusal, else None."""
+    match = _OUT_OF_MEMORY.search(str(err))
+    if match is None:
+        return None
+    unit = lambda u: 1024 ** "KMGT".index(u) * 1024  # noqa: E731 - binary units, as the compiler prints them
+    return int(float(match[1]) * unit(match[2])), int(float(match[3]) * unit(match[4]))
+
+
+def plan_memory(
+    cfg: Config, devices: Sequence[jax.Device] | None = None, *, device_memory: int | None = None
+) -> MemoryPlan:
+    """Compile the train step of `cfg` for `devices` from abstract inputs and measure it."""
+    from internevo_jax.model import build_model
+
+    devices = list(jax.devices() if devices is None else devices)
+    real_args = build_model(cfg).args
+    platform = devices[0].platform
+    plan_cfg, scale, notes = _plan_config(cfg, platform)
+    # The CPU stand-ins only run XLA attention, whose backward would keep every layer's
+    # [heads, T, T] probabilities: tens of GiB a fused kernel never stores. Select for the plan's
+    # target instead.
+    step = lower_step(
+        plan_cfg, devices, attention_platform=MEMORY_PLAN_PLATFORM if platform == "cpu" else None
+    )
+    state, shardings, rules, sizes = step.state, step.shardings, step.env.rules, step.env.sizes
     params = _tree_bytes(state.params, shardings.params)
     optimizer = _tree_bytes(state.opt_state, shardings.opt_state)
     compute = compute_shardings(shardings.params, rules)
-    measured_copy = _copy_bytes(state.params, compute_dtypes(state.params, model.args), compute)
-    activations = max(stats.temp_size_in_bytes - params - measured_copy, 0) * scale
     gathered = _copy_bytes(state.params, compute_dtypes(state.params, real_args), compute)
+    kind = "CPU stand-in" if platform == "cpu" else devices[0].device_kind
+    refused = None
+    try:
+        stats = step.compile().memory_analysis()
+    except jax.errors.JaxRuntimeError as err:
+        refused = _refused_for_memory(err)
+        if refused is None:
+            raise
+        temporaries, available = refused
+        notes.append(
+            f"the {platform.upper()} compiler refused the step: its temporaries need "
+            f"{temporaries / GiB:.2f} GiB of the {available / GiB:.2f} GiB a {kind} device has; the plan "
+            "shows its figure (batch and program code not counted) and that device memory"
+        )
+        stats = types.SimpleNamespace(
+            temp_size_in_bytes=temporaries,
+            argument_size_in_bytes=params + optimizer,
+            output_size_in_bytes=0,
+            alias_size_in_bytes=0,
+            generated_code_size_in_bytes=0,
+        )
+        device_memory = available
+
+    measured_copy = _copy_bytes(state.params, compute_dtypes(state.params, step.model.args), compute)
+    activations = max(stats.temp_size_in_bytes - params - measured_copy, 0) * scale
     outputs_not_donated = max(stats.output_size_in_bytes - stats.alias_size_in_bytes, 0)
     other = (
         max(stats.argument_size_in_bytes - params - optimizer, 0)
         + outputs_not_donated
         + stats.generated_code_size_in_bytes
     )
-    notes.append(
-        f"compiled by XLA:{platform.upper()} for {len(devices)} devices; parameters, "
-        "optimizer state, gradients and gathered weights are exact, activations follow that compiler's "
-        "buffer assignment with attention held as a fused (flash/cuDNN) kernel holds it (one layer's "
-        f"scores at a time); compiled temporaries before scaling: {stats.temp_size_in_bytes / GiB:.2f} GiB"
-    )
+    if platform == "cpu":
+        notes.append(
+            f"compiled by XLA:CPU for {len(devices)} stand-in devices; parameters, optimizer state, "
+            "gradients and gathered weights are exact, activations follow that compiler's buffer "
+            "assignment with attention held as a fused (flash/cuDNN) kernel holds it (one layer's "
+            f"scores at a time); compiled temporaries before scaling: {stats.temp_size_in_bytes / GiB:.2f} GiB"
+        )
+    elif refused is None:
+        notes.append(
+            f"compiled by the {platform.upper()} compiler for {len(devices)} {kind} devices: "
+            "parameters and optimizer state are exact; temporaries are that compiler's buffer assignment, "
+            "holding the gradients and the compute copy of the weights (gathered layer by layer where "
+            "the compiler can, so the whole copy is an upper bound) with the activations"
+        )
+    notes.append(f"attention {step.attention.name}: {step.attention.reason}")
     if sizes.pipeline > 1:
         from internevo_jax.parallel.pipeline import PipelineSchedule
 
@@ -220,7 +330,9 @@ def plan_memory(
     return MemoryPlan(
         job=cfg.job_name,
         devices=len(devices),
-        mesh=dict(mesh.shape),
+        device_kind=kind,
+        mesh=dict(step.env.mesh.shape),
+        attention=step.attention.name,
         params=params,
         optimizer=optimizer,
         gradients=params,
@@ -230,6 +342,7 @@ def plan_memory(
         compiled_temporaries=stats.temp_size_in_bytes,
         device_memory=device_memory,
         notes=notes,
+        device_compiler=platform != "cpu",
     )
 
 
@@ -239,6 +352,7 @@ def dry_run(
     overrides: Sequence[str] = (),
     devices: int | None = None,
     device_memory: str | None = None,
+    topology: str | None = None,
 ) -> int:
     """`--dry-run`: print the memory plan of `config`; exit status 1 when it does not fit."""
     from internevo_jax.config import load_config
@@ -246,11 +360,21 @@ def dry_run(
 
     setup_logging()
     memory = parse_memory(device_memory) if device_memory is not None else None
+    if devices is not None and topology is not None:
+        raise ConfigError(
+            f"--devices={devices} and --topology={topology!r} both say how many devices to plan for; "
+            "give one: --topology for a TPU slice (its compiler), --devices for N CPU stand-ins."
+        )
     if devices is not None:
         if devices < 1:
             raise ConfigError(f"--devices={devices}: plan for at least one device.")
         use_cpu_devices(devices)
     cfg = load_config(config, list(overrides), log=logger.warning)
-    plan = plan_memory(cfg, device_memory=memory)
+    targets = None
+    if topology is not None:
+        from internevo_jax.parallel.topology import topology_devices
+
+        targets = topology_devices(topology)
+    plan = plan_memory(cfg, targets, device_memory=memory)
     print(plan.report(), flush=True)
     return 1 if plan.fits is False else 0

@@ -100,6 +100,14 @@ def get_default_parser() -> argparse.ArgumentParser:
         help="with --dry-run: plan for N devices, using N CPU stand-ins (default: the devices present)",
     )
     parser.add_argument(
+        "--topology",
+        type=str,
+        default=None,
+        metavar="NAME",
+        help="with --dry-run: plan for the devices of a TPU slice, e.g. v5p:4x4x4 or v5e:16x16, compiled "
+        "by the TPU compiler on this host (needs libtpu: the tpu extra)",
+    )
+    parser.add_argument(
         "--device-memory",
         type=str,
         default=None,

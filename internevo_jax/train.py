@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
             from internevo_jax.dry_run import dry_run
 
             return dry_run(
-                args.config, overrides=args.overrides, devices=args.devices, device_memory=args.device_memory
+                args.config,
+                overrides=args.overrides,
+                devices=args.devices,
+                device_memory=args.device_memory,
+                topology=args.topology,
             )
         cfg = launch_from_config(
             args.config,

@@ -31,7 +31,7 @@ def test_7b_fits_on_8_devices_of_80gb():
     proc = dry_run("--config", "configs/7b_sft.py", "--devices", "8", "--device-memory", "80GB")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     report = proc.stdout
-    assert "on 8 devices (mesh pipeline=1 data=1 fsdp=8 tensor=1)" in report
+    assert "on 8 CPU stand-in devices (mesh pipeline=1 data=1 fsdp=8 tensor=1), attention xla" in report
     n_params = 6.7e9 + 2 * 103168 * 4096  # InternLM-7B: 32 layers of 4096 wide plus embedding and head
     assert gib(report, "parameters (fp32 master copy)") == pytest.approx(4 * n_params / 8 / GiB, rel=0.03)
     assert gib(report, "optimizer state (AdamW moments)") == pytest.approx(8 * n_params / 8 / GiB, rel=0.03)
@@ -57,3 +57,65 @@ def test_memory_sizes():
     assert parse_memory("96e9") == 96 * 10**9
     with pytest.raises(ConfigError, match="not a size like 80GB"):
         parse_memory("lots")
+
+
+@pytest.fixture(scope="module")
+def demo_plans():
+    """The demo model (bf16, tensor 2) planned for a v5e 2x2 slice and for 4 CPU stand-ins."""
+    pytest.importorskip("libtpu", reason="TPU topology plans need libtpu (the test extra installs it)")
+    import jax
+
+    from internevo_jax.config import load_config
+    from internevo_jax.dry_run import plan_memory
+    from internevo_jax.parallel.topology import topology_devices
+
+    sets = ["parallel.tensor.size=2", "model.use_flash_attn=True", "model.dtype=torch.bfloat16"]
+    cfg = load_config(str(REPO / "configs/demo.py"), sets, log=lambda *_: None)
+    return plan_memory(cfg, topology_devices("v5e:2x2")), plan_memory(cfg, jax.devices()[:4])
+
+
+def test_topology_plan_comes_from_the_tpu_compiler(demo_plans):
+    tpu, cpu = demo_plans
+    assert (tpu.devices, tpu.device_kind, tpu.attention) == (4, "TPU v5 lite", "splash")
+    assert (cpu.device_kind, cpu.attention) == ("CPU stand-in", "xla")
+    assert tpu.mesh == cpu.mesh == {"pipeline": 1, "data": 1, "fsdp": 2, "tensor": 2}
+    # the parts fixed by the shardings are the same; what the compiler holds is its own
+    assert (tpu.params, tpu.optimizer, tpu.gradients, tpu.gathered) == (
+        cpu.params, cpu.optimizer, cpu.gradients, cpu.gathered,
+    )  # fmt: skip
+    assert tpu.device_compiler and not cpu.device_compiler
+    assert tpu.temporaries == tpu.compiled_temporaries != cpu.compiled_temporaries
+    # the TPU program's temporaries hold at least the fp32 gradient accumulator
+    assert tpu.gradients <= tpu.temporaries
+    # CPU widens bf16 to fp32 and keeps one layer's [heads, T, T] scores; Splash keeps neither
+    assert tpu.temporaries < cpu.compiled_temporaries
+    report = tpu.report()
+    assert "on 4 TPU v5 lite devices (mesh pipeline=1 data=1 fsdp=2 tensor=2), attention splash" in report
+    assert "compiled by the TPU compiler" in report and "in them: gradients" in report
+
+
+def test_bad_topology_is_one_paragraph_and_exit_2():
+    proc = dry_run("--config", "configs/demo.py", "--topology", "v5e:3x3")
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+    message = proc.stderr.strip()
+    assert (
+        message.startswith("error: --topology='v5e:3x3': the TPU compiler refused it")
+        and "e.g. v5e:2x2" in message
+    )
+    assert "\n" not in message and "Traceback" not in proc.stderr
+    proc = dry_run("--config", "configs/demo.py", "--topology", "v5e:2x2", "--devices", "4")
+    assert proc.returncode == 2 and "give one" in proc.stderr
+
+
+def test_a_step_the_tpu_compiler_refuses_for_memory_does_not_fit():
+    pytest.importorskip("libtpu", reason="TPU topology plans need libtpu (the test extra installs it)")
+    from internevo_jax.config import load_config
+    from internevo_jax.dry_run import plan_memory
+    from internevo_jax.parallel.topology import topology_devices
+
+    # 7B with ZeRO-1 over 8 and no activation checkpointing on 16 GB v5e chips
+    cfg = load_config(str(REPO / "configs/7b_sft.py"), ["model.dtype=torch.bfloat16"], log=lambda *_: None)
+    plan = plan_memory(cfg, topology_devices("v5e:2x4"))
+    assert plan.fits is False and plan.device_memory == int(15.75 * GiB)  # the compiler's figure
+    assert plan.temporaries > 40 * GiB and plan.attention == "splash"
+    assert "the TPU compiler refused the step: its temporaries need" in plan.report()

@@ -19,6 +19,7 @@ from internevo_jax.model.attention.dispatch import (
     get_backend,
     select_attention_backend,
 )
+from internevo_jax.model.attention.splash import splash_attention
 from internevo_jax.model.attention.xla import xla_attention
 
 __all__ = [
@@ -37,5 +38,6 @@ __all__ = [
     "get_backend",
     "same_segment_mask",
     "select_attention_backend",
+    "splash_attention",
     "xla_attention",
 ]

@@ -21,11 +21,11 @@ from typing import Any
 
 import jax
 
-from internevo_jax.model.attention import cudnn, pallas_gpu, xla
+from internevo_jax.model.attention import cudnn, pallas_gpu, splash, xla
 from internevo_jax.model.attention.base import AttentionBackend, AttentionFn, SupportQuery
 
 # Fastest first. Only backends that are implemented are listed (xla is last: it always works).
-BACKENDS: tuple[AttentionBackend, ...] = (cudnn.BACKEND, pallas_gpu.BACKEND, xla.BACKEND)
+BACKENDS: tuple[AttentionBackend, ...] = (cudnn.BACKEND, pallas_gpu.BACKEND, splash.BACKEND, xla.BACKEND)
 MEMORY_PLAN_PLATFORM = "cpu-memory-plan"  # a stated target, not a jax platform (module docstring)
 
 
