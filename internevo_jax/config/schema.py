@@ -120,7 +120,7 @@ class ModelConfig:
     moe_type: str = "GShard"
     moe_layer_kwargs: dict[str, Any] = field(default_factory=dict)
     # Extensions of this project (docs/config.md).
-    attn_impl: str = "auto"  # auto | xla | cudnn | pallas_gpu | splash (docs/model.md)
+    attn_impl: str = "auto"  # auto | cudnn | pallas_gpu | splash | xla (docs/attention.md)
     scan_layers: bool = False
     remat_policy: str = REMAT_FULL
 
