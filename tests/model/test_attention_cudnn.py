@@ -4,7 +4,6 @@ fallback, the plumbing around the private call, and its lowering for CUDA (no GP
 from __future__ import annotations
 
 import functools
-import logging
 import re
 
 import jax
@@ -14,7 +13,6 @@ import pytest
 from jax import export
 
 from internevo_jax.model.attention import cudnn, select_attention_backend, xla_attention
-from internevo_jax.monitor import logger
 
 fa = cudnn.private_api()
 CUSTOM_CALLS = [
@@ -36,19 +34,6 @@ def fresh_probes():
     _clear_caches()
     yield
     _clear_caches()
-
-
-@pytest.fixture
-def log_lines(caplog):
-    # The package logger may have been set not to propagate (setup_logging): listen on it directly.
-    old = logger.level, logger.propagate
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # caplog's root handler would see each record a second time
-    yield caplog
-    logger.setLevel(old[0])
-    logger.propagate = old[1]
-    logger.removeHandler(caplog.handler)
 
 
 def reference_tables(segment_ids: np.ndarray, max_segments: int):
@@ -222,7 +207,7 @@ def test_route_available_with_this_jax():
 
 
 @pytest.mark.parametrize("version", ["0.5.3", "0.6.2", "0.13.0", "1.0.0"])
-def test_versions_outside_the_checked_range_fall_back_to_the_dense_mask(monkeypatch, log_lines, version):
+def test_versions_outside_the_checked_range_fall_back_to_the_dense_mask(monkeypatch, package_log, version):
     monkeypatch.setattr(jax, "__version__", version)
     ok, why = cudnn.segment_route()
     assert not ok and f"jax {version} is outside the versions" in why
@@ -235,7 +220,7 @@ def test_versions_outside_the_checked_range_fall_back_to_the_dense_mask(monkeypa
     assert explicit.fn is cudnn.dpa_attention
     assert "dense [B, 1, T, T] mask" in explicit.reason and version in explicit.reason
     select_attention_backend("cudnn", "gpu", dtype=jnp.bfloat16, head_dim=128, has_segments=True)
-    lines = [r.getMessage() for r in log_lines.records if "cuDNN attention" in r.getMessage()]
+    lines = [r.getMessage() for r in package_log.records if "cuDNN attention" in r.getMessage()]
     assert lines == [f"cuDNN attention: packed rows use the dense [B, 1, T, T] mask because {why}"]
 
 
@@ -344,7 +329,10 @@ def _packed_shapes(t, hq=4, hkv=2, d=64):
     return ((2, t, hq, d), jnp.bfloat16), kv, kv, ((2, t), jnp.int32)
 
 
-@pytest.mark.skipif(jax.default_backend() == "gpu", reason="a GPU answers the cuDNN query")
+@pytest.mark.skipif(
+    jax.default_backend() == "gpu",
+    reason="checks that lowering fails without a GPU; on a GPU host jax answers the cuDNN version query",
+)
 def test_the_private_call_needs_a_cudnn_query_to_lower():
     # Without a GPU jax cannot ask for the cuDNN version, so the call cannot be traced as it is.
     with pytest.raises(RuntimeError, match="cuDNN is not detected"):

@@ -27,7 +27,8 @@ print(len(devices), devices[0].device_kind)
 
 
 @pytest.mark.skipif(
-    platforms._present(platforms.GPU_NODES + platforms.TPU_NODES), reason="a host without accelerators"
+    platforms._present(platforms.GPU_NODES + platforms.TPU_NODES),
+    reason="checks the start-up of a host without GPU or TPU device nodes; this host has one",
 )
 def test_cpu_host_starts_quietly_and_still_compiles_for_tpus():
     # A clean environment, as a user's shell has it: jax imported before the package, as tests do.

@@ -5,7 +5,6 @@ path, on micro_bsz times smaller attention rows."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,6 @@ from internevo_jax.data.loader import ValidSet
 from internevo_jax.data.packing import stack_packs
 from internevo_jax.model import attention_choice, build_model
 from internevo_jax.model import block as block
-from internevo_jax.monitor import logger
 from internevo_jax.parallel import mesh_context, parallel_env, put_batch
 from internevo_jax.trainer.build import build_trainer, create_model
 from internevo_jax.trainer.evaluate import evaluate_sets, make_eval_step
@@ -231,29 +229,17 @@ def test_choice_reason_names_the_windows():
     assert "fixed" in windows.reason and "built-in causal mask" in windows.reason
 
 
-@pytest.fixture
-def log_lines(caplog):
-    old = logger.level, logger.propagate
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # caplog's root handler would see each record a second time
-    yield caplog
-    logger.setLevel(old[0])
-    logger.propagate = old[1]
-    logger.removeHandler(caplog.handler)
-
-
-def test_start_up_log_says_which_backend_and_why(log_lines):
+def test_start_up_log_says_which_backend_and_why(package_log):
     create_model(windows_config())
-    (line,) = [r.getMessage() for r in log_lines.records]
+    (line,) = [r.getMessage() for r in package_log.records]
     assert line.startswith(
         f"model INTERNLM, compute dtype float32, attention backend xla: rows of {SEQ * MICRO_BSZ} tokens run as "
         f"{MICRO_BSZ} fixed {SEQ}-token windows without a mask; auto on cpu: plain XLA ops run on every platform"
     )
     assert "skipped cudnn: cuDNN attention needs an NVIDIA GPU" in line  # why the faster ones do not run
-    log_lines.clear()
+    package_log.clear()
     create_model(windows_config(pack_sample_into_one=False))
-    train, valid = [r.getMessage() for r in log_lines.records]
+    train, valid = [r.getMessage() for r in package_log.records]
     assert "attention backend xla: auto on cpu: plain XLA ops run on every platform" in train
     assert valid.startswith(
         "validation attention backend xla: rows of 48 tokens run as 3 fixed 16-token windows"

@@ -216,32 +216,48 @@ def _params(num_warps: int, num_stages: int):
     return pl_triton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
 
+# Block specs over the grid (block, row, head) of the kernels.
+def _row(n: int):
+    """A whole [n] row of a [B, n] array (segment ids, tile ranges)."""
+    return pl.BlockSpec((None, n), lambda i, b, h: (b, 0))
+
+
+def _query_block(block_q: int, head_dim: int):
+    """Query block i of head h of a [B, T, Hq, D] array (q, do, o, dq)."""
+    return pl.BlockSpec((None, block_q, None, head_dim), lambda i, b, h: (b, i, h, 0))
+
+
+def _query_stats(block_q: int):
+    """Query block i of head h of a [B, Hq, T] row statistic (log-sum-exp, delta)."""
+    return pl.BlockSpec((None, None, block_q), lambda i, b, h: (b, h, i))
+
+
+def _whole_kv(seq_len: int, head_dim: int, groups: int):
+    """The whole row of the kv head that query head h reads (h // groups) of [B, T, Hkv, D]."""
+    return pl.BlockSpec((None, seq_len, None, head_dim), lambda i, b, h: (b, 0, h // groups, 0))
+
+
 def _forward(q, k, v, seg, *, scale, window, blocks: BlockSizes, interpret: bool, count_tiles: bool = False):
     b, t, hq, d = q.shape
     groups = hq // k.shape[2]
     bq, bk = blocks.block_q, blocks.block_k
     ranges = tile_ranges(seg, bq, bk, window)
     nq = t // bq
-    whole = lambda width: pl.BlockSpec((None, t, None, width), lambda i, b_, h: (b_, 0, h // groups, 0))  # noqa: E731
-    row = lambda n: pl.BlockSpec((None, n), lambda i, b_, h: (b_, 0))  # noqa: E731
     out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, hq, t), jnp.float32)]
-    out_specs = [
-        pl.BlockSpec((None, bq, None, d), lambda i, b_, h: (b_, i, h, 0)),
-        pl.BlockSpec((None, None, bq), lambda i, b_, h: (b_, h, i)),
-    ]
+    out_specs = [_query_block(bq, d), _query_stats(bq)]
     if count_tiles:
         out_shape.append(jax.ShapeDtypeStruct((b, hq, nq), jnp.int32))
-        out_specs.append(pl.BlockSpec((None, None, 1), lambda i, b_, h: (b_, h, i)))
+        out_specs.append(_query_stats(1))  # one count per (query block, row, head)
     outs = pl.pallas_call(
         functools.partial(_forward_kernel, scale=scale, window=window, block_k=bk),
         grid=(nq, b, hq),
         in_specs=[
-            pl.BlockSpec((None, bq, None, d), lambda i, b_, h: (b_, i, h, 0)),
-            whole(d),
-            whole(d),
-            row(t),
-            row(nq),
-            row(nq),
+            _query_block(bq, d),
+            _whole_kv(t, d, groups),
+            _whole_kv(t, d, groups),
+            _row(t),
+            _row(nq),
+            _row(nq),
         ],
         out_specs=out_specs,
         out_shape=out_shape,
@@ -261,7 +277,6 @@ def _backward(q, k, v, seg, o, lse, do, *, scale, window, blocks: BlockSizes, in
     # delta_t = sum_d o * do: the softmax backward's row term; an XLA-fused reduction.
     delta = jnp.einsum("bthd,bthd->bht", o.astype(jnp.float32), do.astype(jnp.float32))
     params = _params(blocks.num_warps_bwd, blocks.num_stages)
-    row = lambda n: pl.BlockSpec((None, n), lambda i, b_, h: (b_, 0))  # noqa: E731
 
     # dk, dv: one program per (key block, row, kv head), looping over the group's query heads.
     group_rows = pl.BlockSpec((None, t, groups, d), lambda j, b_, h: (b_, 0, h, 0))
@@ -277,9 +292,9 @@ def _backward(q, k, v, seg, o, lse, do, *, scale, window, blocks: BlockSizes, in
             group_stats,
             kv_block,
             kv_block,
-            row(t),
-            row(t // bk),
-            row(t // bk),
+            _row(t),
+            _row(t // bk),
+            _row(t // bk),
         ],
         out_specs=[kv_block, kv_block],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
@@ -289,9 +304,7 @@ def _backward(q, k, v, seg, o, lse, do, *, scale, window, blocks: BlockSizes, in
     )(q, do, lse, delta, k, v, seg, ranges.q_lo, ranges.q_hi)
 
     # dq: one program per (query block, row, query head), over the same key tiles as the forward.
-    q_block = pl.BlockSpec((None, bq, None, d), lambda i, b_, h: (b_, i, h, 0))
-    stats_block = pl.BlockSpec((None, None, bq), lambda i, b_, h: (b_, h, i))
-    whole_kv = pl.BlockSpec((None, t, None, d), lambda i, b_, h: (b_, 0, h // groups, 0))
+    q_block, stats_block, whole_kv = _query_block(bq, d), _query_stats(bq), _whole_kv(t, d, groups)
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, scale=scale, window=window, block_k=bk),
         grid=(t // bq, b, hq),
@@ -302,9 +315,9 @@ def _backward(q, k, v, seg, o, lse, do, *, scale, window, blocks: BlockSizes, in
             stats_block,
             whole_kv,
             whole_kv,
-            row(t),
-            row(t // bq),
-            row(t // bq),
+            _row(t),
+            _row(t // bq),
+            _row(t // bq),
         ],
         out_specs=q_block,
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
