@@ -34,6 +34,7 @@ from internevo_jax.parallel import (
     parallel_env,
     resolve_launch,
 )
+from internevo_jax.platforms import apply_xla_flags
 
 
 def get_default_parser() -> argparse.ArgumentParser:
@@ -137,6 +138,7 @@ def launch_from_config(
     launch = resolve_launch(launcher, host=host, port=port, rank=rank, world_size=world_size)
     overrides = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     cfg = load_config(config, overrides, log=logger.warning)
+    apply_xla_flags(cfg.xla_flags, warn=logger.warning)
     initialize_distributed(launch, timeout_s=timeout_s)
     setup_logging(jax.process_index())
     return cfg

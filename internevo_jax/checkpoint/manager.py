@@ -157,6 +157,10 @@ class CheckpointManager:
         return step in self._failed_steps
 
     # -- saving ---------------------------------------------------------------------------------
+    def save_due(self, step: int, request: Request = Request.NONE) -> bool:
+        """Whether `maybe_save` would save the state after `step` steps."""
+        return step not in self._saved_steps and due(step, self.settings, request) is not None
+
     def maybe_save(self, state, ctx, loader, *, request: Request = Request.NONE, reason: str = "schedule"):
         """Save `ctx.step` if the save policy says so (given run control's `request`); returns the slot or None."""
         self.check_background()

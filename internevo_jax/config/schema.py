@@ -325,6 +325,7 @@ SCALARS: dict[str, tuple[Any, Any]] = {
     "cudnn_benchmark": (bool, False),
     "seed": (int, 1024),
     "run_dir": (str | None, None),
+    "xla_flags": (str | None, None),
     "enable_tb": (bool, True),
     "tensorboard_folder": (str | None, None),
     "resume_tb_folder": (str | None, None),
@@ -365,6 +366,7 @@ class Config:
     cudnn_benchmark: bool = False
     seed: int = 1024
     run_dir: str | None = None  # derived: "runs/<job_name>" when absent
+    xla_flags: str | None = None  # extension: XLA flags added when a run starts (docs/performance.md)
     enable_tb: bool = True
     tensorboard_folder: str | None = None
     resume_tb_folder: str | None = None

@@ -35,15 +35,17 @@ class WriteMetrics(Callback):
 
 
 class Evaluation(Callback):
-    """Every data.valid_every steps, runs the validation sets and reports the result to `report`."""
+    """Every data.valid_every steps, runs the validation sets on the state after that step and
+    reports the result to `report`."""
 
     def __init__(self, report: Callback):
         self.report = report
 
-    def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> None:
+    def wants_state(self, run: Run, step: int) -> bool:
         every = run.cfg.data.valid_every
-        if not run.valid_sets or every <= 0 or step % every:
-            return
+        return bool(run.valid_sets) and every > 0 and step % every == 0
+
+    def on_state(self, run: Run, step: int) -> None:
         # every process runs the forward passes (they are collective); the writers decide who reports
         val = run.trainer.evaluate(run.valid_sets)
         if val:

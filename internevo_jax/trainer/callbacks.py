@@ -2,6 +2,12 @@
 
 `step` in every hook is the step's number as the metrics line shows it (1 for the first step).
 Callbacks run on every process; only process 0 (`run.is_logger`) should write files or logs.
+
+`fit` keeps the device busy: it queues step N+1 before it reads the metrics of step N, so
+`add_metrics` and `on_step_end` for step N run while step N+1 is computing, and `run.state` there
+may already be that of step N+1. A callback that needs the state after exactly step N says so in
+`wants_state`; the loop then waits for step N and calls `on_state` before queueing the next step
+(validation and checkpoint saves work this way).
 """
 
 from __future__ import annotations
@@ -53,7 +59,19 @@ class Callback:
         return None
 
     def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> bool | None:
-        """After a trained step, with its full record (read-only). Return True to stop the run."""
+        """After a trained step, with its full record (read-only). Return True to stop the run: the
+        step already queued after this one (if any) still completes, with its record."""
+        return None
+
+    def wants_state(self, run: Run, step: int) -> bool:
+        """Called right after step `step` is queued: True to get `on_state` for this step. Every
+        callback is asked, on every process, every step; keep it cheap."""
+        return False
+
+    def on_state(self, run: Run, step: int) -> bool | None:
+        """For a step where this callback's `wants_state` said True: after the step's `on_step_end`,
+        before the next step is queued; `run.state` is the state after exactly `step` steps
+        (reading its values waits for the device). Return True to stop the run."""
         return None
 
     def on_step_skipped(self, run: Run, step: int) -> bool | None:
@@ -73,6 +91,7 @@ class CallbackList(Callback):
 
     def __init__(self, callbacks: Sequence[Callback] = ()):
         self.callbacks = tuple(callbacks)
+        self._wanting: list[Callback] = []
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"{cb!r} is not an internevo_jax.trainer.Callback")
@@ -101,6 +120,17 @@ class CallbackList(Callback):
 
     def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> bool:
         stops = [cb.on_step_end(run, step, record) for cb in self.callbacks]
+        return any(bool(s) for s in stops)
+
+    def wants_state(self, run: Run, step: int) -> bool:
+        # every callback is asked (a poll may be a collective over processes); those that said
+        # True get `on_state` for this step
+        self._wanting = [cb for cb in self.callbacks if cb.wants_state(run, step)]
+        return bool(self._wanting)
+
+    def on_state(self, run: Run, step: int) -> bool:
+        wanting, self._wanting = self._wanting, []
+        stops = [cb.on_state(run, step) for cb in wanting]
         return any(bool(s) for s in stops)
 
     def on_step_skipped(self, run: Run, step: int) -> bool:

@@ -7,12 +7,11 @@ CheckpointManager.maybe_save) and the checkpoint manager, and plugs into the loo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from internevo_jax.checkpoint import build_checkpoint_manager
 from internevo_jax.config import Config
 from internevo_jax.trainer.callbacks import Callback, Run
-from internevo_jax.trainer.run_control import RunControl
+from internevo_jax.trainer.run_control import Poll, RunControl
 from internevo_jax.trainer.startup import load_at_start
 
 logger = logging.getLogger("internevo_jax")
@@ -20,7 +19,12 @@ logger = logging.getLogger("internevo_jax")
 
 class Checkpointing(Callback):
     """`restore_at_start(trainer, loader)` once, `after_step(state, ctx, loader)` every step, `close()`
-    in a finally; as a callback, the loop calls the last two through its hooks."""
+    in a finally; as a callback, the loop calls the last two through its hooks.
+
+    `wants_state(run, step)` polls the stop file and signals once per step and says whether the
+    state after `step` is saved or the run stops there; only then does the loop wait for that
+    step (`on_state`), every other step runs without a pause.
+    """
 
     def __init__(self, cfg: Config, run_dir: str, *, install_signal_handlers: bool = True):
         self.cfg = cfg
@@ -29,6 +33,7 @@ class Checkpointing(Callback):
         self.run_control = RunControl(
             cfg.ckpt.stop_file_path, catch_signals=install_signal_handlers and self.manager.save_enabled
         )
+        self._polled: tuple[int, Poll] | None = None  # (step, answer) of the last poll, used once
 
     def restore_at_start(self, trainer, loader) -> None:
         """Load what the config asks for into the trainer's state and context, and the loader's position."""
@@ -38,7 +43,8 @@ class Checkpointing(Callback):
 
     def after_step(self, state, ctx, loader) -> bool:
         """Save when the schedule, the stop file or a signal asks; True = stop now."""
-        poll = self.run_control.poll(ctx.step)
+        poll = self._poll(ctx.step)
+        self._polled = None
         self.manager.maybe_save(state, ctx, loader, request=poll.request, reason=poll.reason)
         if not poll.exit:
             return False
@@ -56,6 +62,12 @@ class Checkpointing(Callback):
             )
         return True
 
+    def _poll(self, step: int) -> Poll:
+        # one poll per step: it is a collective over processes when there are several
+        if self._polled is None or self._polled[0] != step:
+            self._polled = (step, self.run_control.poll(step))
+        return self._polled[1]
+
     def close(self) -> None:
         """Wait for the last save, close the manager and put the signal handlers back."""
         try:
@@ -64,7 +76,11 @@ class Checkpointing(Callback):
             self.run_control.close()
 
     # -- callback hooks ---------------------------------------------------------------------------
-    def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> bool:
+    def wants_state(self, run: Run, step: int) -> bool:
+        poll = self._poll(run.context.step)
+        return poll.exit or self.manager.save_due(run.context.step, poll.request)
+
+    def on_state(self, run: Run, step: int) -> bool:
         return self.after_step(run.state, run.context, run.loader)
 
     def on_step_skipped(self, run: Run, step: int) -> bool:

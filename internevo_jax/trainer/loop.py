@@ -21,8 +21,10 @@ from internevo_jax.trainer.builtin_callbacks import Evaluation, Profiler, WriteM
 from internevo_jax.trainer.callbacks import Callback, CallbackList, Run
 from internevo_jax.trainer.checkpointing import Checkpointing
 from internevo_jax.trainer.metrics import dense_params, model_flops_per_token, peak_flops_for, step_record
+from internevo_jax.trainer.run_summary import RunTimer, describe, write_summary
 from internevo_jax.trainer.state import TrainState
 from internevo_jax.trainer.step import LossFn
+from internevo_jax.trainer.trainer import PendingStep
 
 
 @dataclasses.dataclass
@@ -64,8 +66,20 @@ def fit(
     Around each step run, in this order: the profiler (`profiling`), the metric writers (the stdout
     line and <run_dir>/metrics.jsonl, on process 0), `callbacks` in the order given, validation every
     data.valid_every steps, checkpointing. The checkpoint is restored before any hook runs.
+    Steps are queued one ahead of the metrics (see `trainer.callbacks`). At the end the run's
+    summary (compile time, time to the first step, median step time, peak device memory) is
+    logged and written to <run_dir>/run_summary.json.
     """
     user_callbacks = CallbackList(callbacks)  # checked before anything is compiled
+    timer = RunTimer()
+    timer.start()
+    try:
+        return _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_callbacks)
+    finally:
+        timer.stop()
+
+
+def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_callbacks) -> FitResult:
     trainer = build_trainer(cfg, devices=devices, loss_fn=loss_fn, grad_hook=grad_hook)
     sizes, mesh = trainer.sizes, trainer.mesh
     devices = list(mesh.devices.flat)
@@ -109,41 +123,105 @@ def fit(
     ctx = trainer.context
     losses: list[float] = []
     last_step = cfg.data.total_steps if max_steps is None else min(cfg.data.total_steps, max_steps)
+    batches = Prefetch(loader, trainer.put)
+
+    def report(pending: InFlight) -> bool:
+        """Read a dispatched step's metrics, write its record, run the record hooks; True = stop."""
+        metrics = trainer.finish(pending.step)
+        timer.step_done(metrics["step_time"])
+        step = pending.step.index + 1
+        losses.append(metrics["loss"])
+        if metrics["overflow"]:
+            logger.warning(
+                "step %d: non-finite gradients, update skipped (loss scale now %g)",
+                step,
+                metrics["loss_scale"],
+            )
+        record = step_record(
+            cfg,
+            step=step,
+            metrics=metrics,
+            # tokens as of this step (later steps may be queued); skipped batches up to this step
+            context=dataclasses.replace(ctx, num_consumed_tokens=pending.consumed_tokens),
+            segment_ids=pending.segment_ids,
+            dp_size=sizes.dp,
+            world=len(devices),
+            flops_per_token=flops_per_token,
+            peak_flops=peak,
+        )
+        record.update(hooks.add_metrics(run, step, record))
+        # a stop comes from a callback, the stop file or a signal
+        return hooks.on_step_end(run, step, MappingProxyType(record))
+
+    # Step N+1 is queued before step N's metrics are read, and its batch is put on the devices
+    # while step N runs: the device never waits for the host between steps. Only a step whose
+    # state a hook needs (validation, a checkpoint save, a stop) is waited for before the next.
+    in_flight: InFlight | None = None
     try:
         hooks.on_train_start(run)
         for index in range(ctx.step, last_step):
             step = index + 1
             hooks.on_step_start(run, step)
-            batch = loader.get_batch(index)
+            host_batch, device_batch = batches.get(index)
             if loader.should_skip(index):  # data.skip_batches: loaded, never trained on
+                stop = report(in_flight) if in_flight is not None else False
+                in_flight = None
                 trainer.skip(step_index=index)
                 logger.info("step %d skipped (data.skip_batches)", step)
-                if hooks.on_step_skipped(run, step):
+                if hooks.on_step_skipped(run, step) or stop:
                     break
                 continue
-            metrics = trainer.step(batch, step_index=index)
-            losses.append(metrics["loss"])
-            if metrics["overflow"]:
-                logger.warning(
-                    "step %d: non-finite gradients, update skipped (loss scale now %g)",
-                    step,
-                    metrics["loss_scale"],
-                )
-            record = step_record(
-                cfg,
-                step=step,
-                metrics=metrics,
-                context=ctx,
-                segment_ids=batch["segment_ids"][:, 0],
-                dp_size=sizes.dp,
-                world=len(devices),
-                flops_per_token=flops_per_token,
-                peak_flops=peak,
+            dispatched = InFlight(
+                trainer.dispatch(device_batch, step_index=index),
+                consumed_tokens=ctx.num_consumed_tokens,
+                segment_ids=host_batch["segment_ids"][:, 0],
             )
-            record.update(hooks.add_metrics(run, step, record))
-            # a stop comes from a callback, the stop file or a signal
-            if hooks.on_step_end(run, step, MappingProxyType(record)):
-                break
+            if index + 1 < last_step:
+                batches.prefetch(index + 1, skip=loader.should_skip(index + 1))
+            stop = report(in_flight) if in_flight is not None else False
+            in_flight = dispatched
+            wanted = hooks.wants_state(run, step)  # asked every step: the stop-file poll is collective
+            if stop or wanted or step == last_step:
+                stop = report(in_flight) or stop
+                in_flight = None
+                if hooks.on_state(run, step) or stop:
+                    break
     finally:
         hooks.on_train_end(run)
+    summary = timer.summary(devices)
+    logger.info(describe(summary))
+    if is_logger:
+        write_summary(summary, run_dir)
     return FitResult(state=trainer.state, context=ctx, losses=losses, run_dir=run_dir)
+
+
+@dataclasses.dataclass
+class InFlight:
+    """A dispatched step with what its record needs from the host side."""
+
+    step: PendingStep
+    consumed_tokens: int  # ctx.num_consumed_tokens right after the dispatch
+    segment_ids: np.ndarray  # [micro_num, length] of the first local row, for the packing stats
+
+
+class Prefetch:
+    """The next step's batch, loaded and put on the devices ahead (while the current step runs)."""
+
+    def __init__(self, loader, put):
+        self.loader, self.put = loader, put
+        self._ahead: tuple[int, dict, dict | None] | None = None
+
+    def prefetch(self, index: int, *, skip: bool = False) -> None:
+        """Load batch `index` now and start its transfer (not for a batch that is skipped)."""
+        host = self.loader.get_batch(index)
+        self._ahead = (index, host, None if skip else self.put(host))
+
+    def get(self, index: int) -> tuple[dict, dict | None]:
+        """(host batch, device batch) of `index`: the prefetched one, or loaded now."""
+        if self._ahead is not None and self._ahead[0] == index:
+            _, host, device = self._ahead
+            self._ahead = None
+            return host, device if device is not None else self.put(host)
+        self._ahead = None
+        host = self.loader.get_batch(index)
+        return host, None if self.loader.should_skip(index) else self.put(host)

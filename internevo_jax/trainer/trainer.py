@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -18,13 +20,26 @@ from internevo_jax.trainer.state import TrainContext, TrainState
 from internevo_jax.trainer.step import LossFn, make_train_step
 
 
+@dataclasses.dataclass(eq=False)
+class PendingStep:
+    """A dispatched step whose metrics have not been read yet (see `Trainer.dispatch`)."""
+
+    index: int  # the 0-based batch index
+    metrics: dict  # device arrays until `Trainer.finish` reads them
+    micro_num: int
+    dispatched_at: float
+    previous: PendingStep | None = None  # the step dispatched before, until this one finishes
+    ready_at: float | None = None
+
+
 class Trainer:
     """Runs training steps on a mesh.
 
     `step(batch)` takes a host batch (int32 numpy arrays [micro_num, local_rows, packed_length] as
     the loaders produce), runs micro_num micro-batches with gradient accumulation, loss scaling and
     skip-on-overflow in one compiled call, updates the host counters and returns the step's metrics
-    as Python numbers. `evaluate(valid_sets)` runs validation. `state` and `context` are plain
+    as Python numbers. `dispatch(batch)` + `finish(pending)` are the same in two halves, so the
+    next step can be queued before this one's metrics are read (what `fit` does). `evaluate(valid_sets)` runs validation. `state` and `context` are plain
     attributes: save them, replace them, inspect them.
     """
 
@@ -65,31 +80,66 @@ class Trainer:
             type_names=tuple(type_names),
         )
         self._eval_fn = None
+        self._last_pending: PendingStep | None = None
 
     def global_batch_tokens(self, batch: Mapping) -> int:
         """Tokens in the global batch of which `batch` is this process's share."""
         micro_num, _, packed_length = batch["input_ids"].shape
         return micro_num * packed_length * self.sizes.dp
 
-    def step(self, batch: Mapping, *, step_index: int | None = None) -> dict:
-        """Train on one batch; returns loss, grad_norm, lr, adam_beta2, loss_scale, overflow, acc,
-        perplexity, step_time (seconds) and micro_num."""
+    def put(self, batch: Mapping) -> dict:
+        """This process's host batch as global device arrays (the transfer runs in the background)."""
+        return put_batch(dict(batch), self.mesh, self.sizes.dp)
+
+    def dispatch(self, batch: Mapping, *, step_index: int | None = None) -> PendingStep:
+        """Queue one training step and return at once, without waiting for the device.
+
+        `batch` is a host batch or one already `put` on the devices. The state and the step and
+        token counters move on now; the step's metrics (and the overflow count) are read by
+        `finish`. Dispatching the next step before finishing this one keeps the device busy.
+        """
         index = self.context.step if step_index is None else step_index
-        t0 = time.perf_counter()
-        self.state, metrics = self._step_fn(
-            self.state, put_batch(dict(batch), self.mesh, self.sizes.dp), index
-        )
-        metrics = jax.device_get(metrics)
-        step_time = time.perf_counter() - t0
-        out = {k: (bool(v) if k == "overflow" else float(v)) for k, v in metrics.items()}
-        out["step_time"] = step_time
-        out["micro_num"] = int(batch["input_ids"].shape[0])
+        if any(isinstance(v, np.ndarray) for v in batch.values()):
+            batch = self.put(batch)
+        dispatched_at = time.perf_counter()
+        self.state, metrics = self._step_fn(self.state, batch, index)
         self.context.step = index + 1
         # InternEvo counts every loaded batch, skipped-for-overflow ones included
         self.context.num_consumed_tokens += self.global_batch_tokens(batch)
+        pending = PendingStep(
+            index=index,
+            metrics=metrics,
+            micro_num=int(batch["input_ids"].shape[0]),
+            dispatched_at=dispatched_at,
+            previous=self._last_pending,
+        )
+        self._last_pending = pending
+        return pending
+
+    def finish(self, pending: PendingStep) -> dict:
+        """Wait for a dispatched step and return its metrics as Python numbers: loss, grad_norm,
+        lr, adam_beta2, loss_scale, overflow, acc, perplexity, step_time (seconds) and micro_num.
+
+        step_time is the time the device spent on this step alone: from when it could start (its
+        dispatch, or the end of the step before it if that was still running) to its end.
+        """
+        metrics = jax.device_get(pending.metrics)
+        pending.ready_at = time.perf_counter()
+        previous = pending.previous
+        started = pending.dispatched_at
+        if previous is not None and previous.ready_at is not None:
+            started = max(started, previous.ready_at)
+        pending.previous = None  # the chain of steps is not kept alive
+        out = {k: (bool(v) if k == "overflow" else float(v)) for k, v in metrics.items()}
+        out["step_time"] = pending.ready_at - started
+        out["micro_num"] = pending.micro_num
         if out["overflow"]:
             self.context.inf_nan_skip_batches += 1
         return out
+
+    def step(self, batch: Mapping, *, step_index: int | None = None) -> dict:
+        """Train on one batch and wait for it: `finish(dispatch(batch))`."""
+        return self.finish(self.dispatch(batch, step_index=step_index))
 
     def skip(self, *, step_index: int | None = None) -> None:
         """Move past a batch that is loaded but not trained on (data.skip_batches)."""

@@ -87,13 +87,42 @@ def test_callback_sees_every_step_record_and_stops_the_run(tmp_path):
     cfg = tiny_config(tmp_path, total_steps=10)
     rec = Recorder(stop_at=3)
     result = fit(cfg, devices=jax.devices()[:1], callbacks=[rec])
-    assert result.context.step == 3 and len(result.losses) == 3
-    assert [r["step"] for r in rec.records] == [1, 2, 3]
+    # step 4 was already queued when step 3's record asked to stop: it completes, with its record
+    assert result.context.step == 4 and len(result.losses) == 4
+    assert [r["step"] for r in rec.records] == [1, 2, 3, 4]
     assert [r["loss"] for r in rec.records] == result.losses
     assert list(rec.records[0])[: len(LINE_KEYS)] == list(LINE_KEYS)
     # the writers saw the same records, up to the stop
     assert [r["loss"] for r in jsonl(result.run_dir)] == result.losses
-    assert rec.events[-1] == ("train_end", 3)
+    assert rec.events[-1] == ("train_end", 4)
+
+
+def test_records_arrive_one_step_late_and_on_state_sees_the_exact_state(tmp_path):
+    """The loop queues step N+1 before it reads step N; a callback that asks for the state of a
+    step gets it exactly (the update count equals the step), the others see the newest state."""
+    seen = {}
+
+    class StateAt2(Callback):
+        def wants_state(self, run, step):
+            return step == 2
+
+        def on_state(self, run, step):
+            seen["on_state"] = (step, int(run.state.update_count), run.context.step)
+
+        def on_step_end(self, run, step, record):
+            if step == 1:
+                seen["step_end"] = (step, int(run.state.update_count), run.context.step)
+                seen["tokens"] = record["num_consumed_tokens"]
+
+    cfg = tiny_config(tmp_path, total_steps=4)
+    fit(cfg, devices=jax.devices()[:1], callbacks=[StateAt2()])
+    assert seen["step_end"] == (1, 2, 2)  # step 2 was queued before step 1's record
+    assert seen["tokens"] == 16  # the record still counts the tokens as of its own step
+    assert seen["on_state"] == (2, 2, 2)
+    summary = json.load(open(tmp_path / "run" / "run_summary.json"))
+    assert summary["steps"] == 4 and summary["devices"] == 1
+    assert summary["compile_s"] > 0 and summary["time_to_first_step_s"] >= summary["compile_s"] * 0.5
+    assert summary["median_step_s"] > 0
 
 
 def test_a_callback_metric_reaches_the_line_and_the_jsonl(tmp_path, log_lines):
@@ -124,9 +153,9 @@ def test_hook_order_with_validation_and_skipped_batches(tmp_path):
     assert first.events == [
         ("train_start", 0),
         ("step_start", 1),
+        ("step_start", 2),  # queued before step 1's record
         ("add_metrics", 1),
         ("step_end", 1),
-        ("step_start", 2),
         ("add_metrics", 2),
         ("step_end", 2),
         ("validation", 2),
@@ -148,7 +177,7 @@ def test_a_callback_may_not_overwrite_a_metric(tmp_path):
     ends = Recorder()
     with pytest.raises(ValueError, match="'loss' is already in the record"):
         fit(cfg, devices=jax.devices()[:1], callbacks=[ends, Recorder(metric="loss")])
-    assert ends.events[-1] == ("train_end", 1)  # the run still ends cleanly: writers closed, hooks run
+    assert ends.events[-1] == ("train_end", 2)  # the run still ends cleanly: writers closed, hooks run
 
 
 def test_profiling_traces_steps_6_to_8(tmp_path, monkeypatch):
@@ -162,7 +191,8 @@ def test_profiling_traces_steps_6_to_8(tmp_path, monkeypatch):
 
     cfg = tiny_config(tmp_path, total_steps=9)
     fit(cfg, devices=jax.devices()[:1], profiling=True, callbacks=[Steps()])
-    # the profiler runs before the user's callbacks: the trace starts ahead of step 6's hooks
+    # the profiler runs before the user's callbacks: the trace starts ahead of step 6's hooks,
+    # and stops once step 8's metrics are read (step 9 is queued by then)
     folder = str(tmp_path / "run" / "profile")
     assert [c for c in calls if c[0] != "step" or 5 <= c[1]] == [
         ("step", 5),
@@ -170,8 +200,8 @@ def test_profiling_traces_steps_6_to_8(tmp_path, monkeypatch):
         ("step", 6),
         ("step", 7),
         ("step", 8),
-        ("stop",),
         ("step", 9),
+        ("stop",),
     ]
 
 
