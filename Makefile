@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA ?= .cache/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench bench-attention lint clean
+.PHONY: install demo test test-fast bench bench-gpu bench-attention lint clean
 
 install: $(VENV)/.installed
 
@@ -28,11 +28,18 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
 
-# Side-by-side train-step throughput; see benchmarks/RESULTS.md for recorded numbers.
+# The CPU performance check of the train step: ours (`fit` in-process) next to a plain hand-written JAX
+# step of the same model (benchmarks/plain_step.py), (a) micro_bsz 4 x micro_num 1, one pack of four
+# windows; (b) micro_bsz 1 x micro_num 4, accumulation. BENCH_ARGS="--write benchmarks/RESULTS.md" records.
 bench: install
-	$(PY) benchmarks/bench_train_step.py --config configs/demo.py --set data.train_folder=None \
-		--set data.valid_every=0 --variant model.scan_layers=False --variant model.scan_layers=True \
-		--steps 10
+	$(PY) benchmarks/bench_train_step.py --config configs/bench_cpu.py --plain --steps 10 $(BENCH_ARGS)
+	$(PY) benchmarks/bench_train_step.py --config configs/bench_cpu.py --set data.micro_bsz=1 \
+		--set data.micro_num=4 --plain --steps 10 $(BENCH_ARGS)
+
+# The GPU plan: the 1.5B InternLM (configs/bench_1p5b.py) through the real CLI, one process per
+# variant (mock data, bin/meta data, activation checkpointing, seq 8192), appended to RESULTS.md.
+bench-gpu: install
+	$(PY) benchmarks/train_throughput.py --write benchmarks/RESULTS.md $(BENCH_ARGS)
 
 # Attention fwd+bwd, every backend side by side (the full case needs a GPU or TPU; --small on CPU).
 bench-attention: install

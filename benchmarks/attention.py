@@ -19,12 +19,11 @@ gradient is checked against the `xla` backend before it is timed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
-import platform as host_platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +36,9 @@ from internevo_jax.model.attention import (
     select_attention_backend,
     xla_attention,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared results helper, also when imported
+import _results  # noqa: E402
 
 PATTERNS = {
     "packed [1024, 512, 1536, 1024]": [1024, 512, 1536, 1024],
@@ -171,17 +173,13 @@ def run(args) -> list[dict]:
 
 
 def markdown(rows: list[dict], args, command: str) -> str:
-    device = jax.devices()[0]
-    lines = [
-        f"## Attention fwd+bwd on {device.device_kind} ({datetime.date.today().isoformat()})",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {device.device_kind} ({device.platform}), host {host_platform.processor() or host_platform.machine()}, "
-        f"Python {host_platform.python_version()}, jax {jax.__version__}. B{args.batch} H{args.heads} "
-        f"(kv {args.kv_heads}) D{args.head_dim} {args.dtype}; median over {args.repeats} x {args.iters} calls; "
-        "useful FLOPs only (3.5 x 4 x D x visible pairs); 'vs first' = time of the first backend / this one.",
-        "",
+    env = _results.environment()
+    notes = [
+        f"B{args.batch} H{args.heads} (kv {args.kv_heads}) D{args.head_dim} {args.dtype}; median over "
+        f"{args.repeats} x {args.iters} calls; useful FLOPs only (3.5 x 4 x D x visible pairs); "
+        "'vs first' = time of the first backend / this one."
+    ]
+    table = [
         "| S | case | backend | ms | TFLOP/s | vs first | max grad error vs xla |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -189,11 +187,11 @@ def markdown(rows: list[dict], args, command: str) -> str:
     for row in rows:
         key = (row["seq_len"], row["case"])
         first.setdefault(key, row["ms"])
-        lines.append(
+        table.append(
             f"| {row['seq_len']} | {row['case']} | {row['backend']} | {row['ms']:.3f} | {row['tflops']:.3g} | "
             f"{first[key] / row['ms']:.2f}x | {row['max_grad_error']:.2e} |"
         )
-    return "\n".join(lines) + "\n"
+    return _results.section(f"Attention fwd+bwd on {env['device_kind']}", command, env, notes, table)
 
 
 def main(argv=None) -> int:
@@ -212,12 +210,10 @@ def main(argv=None) -> int:
     if args.small:
         args.batch, args.heads, args.kv_heads, args.head_dim, args.dtype = 1, 2, 1, 64, "float32"
     args.seq_len = args.seq_len or ([512] if args.small else [4096, 8192])
-    command = "python benchmarks/attention.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    table = markdown(run(args), args, command.strip())
+    table = markdown(run(args), args, _results.command_line("benchmarks/attention.py", argv))
     print(table)
     if args.write:
-        with open(args.write, "a", encoding="utf-8") as f:
-            f.write("\n" + table)
+        _results.append(args.write, table)
     return 0
 
 
