@@ -233,6 +233,7 @@ def make_step(cfg: Any):
         with jax.default_matmul_precision(precision):
             return jitted(params, opt_state, batch)
 
+    run.jitted = jitted
     return run
 
 

@@ -66,7 +66,8 @@ class Profiler(Callback):
 
     def on_step_start(self, run: Run, step: int) -> None:
         if step == self.first:
-            jax.profiler.start_trace(os.fspath(self.folder))
+            # also a Perfetto trace (perfetto_trace.json.gz): opens in ui.perfetto.dev, and tools read it
+            jax.profiler.start_trace(os.fspath(self.folder), create_perfetto_trace=True)
             self.tracing = True
 
     def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> None:

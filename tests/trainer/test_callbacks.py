@@ -182,7 +182,7 @@ def test_a_callback_may_not_overwrite_a_metric(tmp_path):
 
 def test_profiling_traces_steps_6_to_8(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(jax.profiler, "start_trace", lambda folder: calls.append(("start", folder)))
+    monkeypatch.setattr(jax.profiler, "start_trace", lambda folder, **kw: calls.append(("start", folder)))
     monkeypatch.setattr(jax.profiler, "stop_trace", lambda: calls.append(("stop",)))
 
     class Steps(Callback):
