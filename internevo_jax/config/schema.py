@@ -255,6 +255,7 @@ class LossConfig:
     label_smoothing: float = 0.0
     moe_loss_coeff: float = 1.0
     op_type: str | None = None
+    ce_chunk_size: int = 1024  # extension: tokens per row per chunk of the fused head + loss; 0 = full logits
 
 
 @dataclass(frozen=True)

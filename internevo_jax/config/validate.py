@@ -178,6 +178,13 @@ def _check_optim(cfg: Config, c: _Checker) -> None:
     c.non_negative(cfg.hybrid_zero_optimizer.clip_grad_norm, "hybrid_zero_optimizer.clip_grad_norm")
     ls = cfg.loss.label_smoothing
     c.require(0.0 <= ls < 1.0, "loss.label_smoothing", f"must be in [0, 1), got {ls!r}.")
+    chunk = cfg.loss.ce_chunk_size
+    c.require(
+        isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0,
+        "loss.ce_chunk_size",
+        f"must be a whole number of tokens, 0 or more, got {chunk!r}; 0 computes the loss on the full "
+        "logits, N > 0 forms them N tokens of each row at a time.",
+    )
 
 
 def _check_ckpt(cfg: Config, c: _Checker) -> None:

@@ -53,6 +53,8 @@ class CausalLM(nn.Module):
 
     The call is `logits(stage(embed(input_ids), ...))`; a pipeline runs the same three methods
     (`model.apply(variables, ..., method="embed")`, ...), `stage` on a `chunk` of the model.
+    `hidden` is `stage(embed(...))`; `head_inputs` replaces `logits` for a loss that applies
+    the head itself (the chunked cross-entropy).
 
     `family` names the parameter layout (what the HF converters key on): "INTERNLM",
     "INTERNLM2" or "LLAMA2". `block_cls` is the layer a model type stacks: a Module taking
@@ -78,9 +80,7 @@ class CausalLM(nn.Module):
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
     ) -> jax.Array:
-        if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
-        return self.logits(self.stage(self.embed(input_ids), positions, segment_ids))
+        return self.logits(self.hidden(input_ids, positions, segment_ids))
 
     def embed(self, input_ids: jax.Array) -> jax.Array:
         """ids [..., B, T] -> hidden [..., B, T, hidden]; the gradient is scaled by embed_grad_scale.
@@ -100,11 +100,32 @@ class CausalLM(nn.Module):
             x = layer(x, positions, segment_ids, jnp.int32(i))
         return x
 
+    def hidden(
+        self,
+        input_ids: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        """`stage(embed(input_ids))`: the hidden states [B, T, hidden] before the final norm, what
+        `logits` and `head_inputs` take."""
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        return self.stage(self.embed(input_ids), positions, segment_ids)
+
     def logits(self, x: jax.Array) -> jax.Array:
         """hidden [B, T, hidden] -> logits [B, T, vocab]: the final norm (if any), then the head."""
         if self.args.final_norm:
             x = self.norm(x)
         return nn.with_logical_constraint(self.head(x), ACT_VOCAB)
+
+    def head_inputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """hidden [B, T, hidden] -> (the final norm's output [B, T, hidden], the head kernel
+        [hidden, vocab]), both in the compute dtype, the kernel's gradient scaled as in the head:
+        `logits(x)` is their product, which a fused loss (trainer/chunked_loss.py) forms chunk by
+        chunk instead."""
+        if self.args.final_norm:
+            x = self.norm(x)
+        return x.astype(self.args.dtype), self.head.weight()
 
     def chunk(self, num_layers: int) -> CausalLM:
         """This model with `num_layers` layers: its `stage` runs a pipeline chunk of stacked layers

@@ -236,21 +236,28 @@ class Head(nn.Module):
 
     InternEvo's head (ScaleColumnParallelLinear, weight_scale=embed_grad_scale) scales the
     gradient of its weight by embed_grad_scale as well; the forward value is unchanged.
+    `weight()` is the kernel as the projection uses it (compute dtype, gradient scaled), for a
+    loss that applies the head itself (trainer/chunked_loss.py).
     """
 
     args: ModelArgs
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def setup(self):
         a = self.args
-        kernel = self.param(
+        self.kernel = self.param(
             "kernel",
             normal_init(a.head_init_std, (EMBED, VOCAB)),
-            (x.shape[-1], a.vocab_size),
+            (a.hidden_size, a.vocab_size),
             a.param_dtype,
         )
-        kernel = scale_grad(kernel, a.embed_grad_scale).astype(a.dtype)
-        return jnp.einsum("btd,dv->btv", x.astype(a.dtype), kernel, precision=a.precision)
+
+    def weight(self) -> jax.Array:
+        """The kernel [hidden, vocab] in the compute dtype, its gradient scaled by embed_grad_scale."""
+        return scale_grad(self.kernel, self.args.embed_grad_scale).astype(self.args.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        a = self.args
+        return jnp.einsum("btd,dv->btv", x.astype(a.dtype), self.weight(), precision=a.precision)
 
 
 def softmax_scale(head_dim: int) -> float:

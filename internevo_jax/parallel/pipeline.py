@@ -15,8 +15,8 @@ loop (the backward runs the schedule in reverse); each stage computation is rema
 iteration keeps only its stage inputs, like GPipe/1F1B with activation checkpointing.
 
 `pipelined_forward` runs a model through that schedule with the model's own pieces (its `embed`,
-the `stage` of a `chunk` of its layers, its `logits`), so whatever block a model type stacks is
-what the pipeline runs.
+the `stage` of a `chunk` of its layers, then the objective applies its head), so whatever block a
+model type stacks is what the pipeline runs.
 """
 
 from __future__ import annotations
@@ -132,9 +132,11 @@ def pipelined_forward(model: nn.Module, mesh, param_shardings, chunks: int = 1) 
 
     The model (a CausalLM with stacked layers, `model.scan_layers=True`) embeds all micro-batches
     ([M, rows, T] arrays), its layers run in chunks of L / (stages * chunks) through
-    `run_pipeline`, then `per_micro(logits, micro)` runs on each micro-batch's logits
-    (rematerialised). Returns the per_micro outputs stacked over M. `param_shardings` are the
-    compute-copy shardings of `params`; the stacked layer weights are split into stages from them.
+    `run_pipeline`, then `per_micro(variables, hidden, micro)` runs on each micro-batch's hidden
+    states as the last stage leaves them (before the final norm: per_micro applies the head, as
+    logits or in a fused loss; rematerialised). Returns the per_micro outputs stacked over M.
+    `param_shardings` are the compute-copy shardings of `params`; the stacked layer weights are
+    split into stages from them.
     Differentiable: the gradient of a function of the outputs runs the schedule in reverse.
     """
     args = getattr(model, "args", None)
@@ -161,7 +163,7 @@ def pipelined_forward(model: nn.Module, mesh, param_shardings, chunks: int = 1) 
         variables = {"params": {"layers": layer_params}}
         return chunk.apply(variables, x, side["positions"], side["segment_ids"], method="stage")
 
-    def forward(params, batch: dict, per_micro: Callable[[jax.Array, dict], Any]):
+    def forward(params, batch: dict, per_micro: Callable[[dict, jax.Array, dict], Any]):
         variables = {"params": params}
         x = model.apply(variables, batch["input_ids"], method="embed")
         side = {"positions": batch["positions"], "segment_ids": batch["segment_ids"]}
@@ -173,7 +175,7 @@ def pipelined_forward(model: nn.Module, mesh, param_shardings, chunks: int = 1) 
 
         def head(item):
             h, micro = item
-            return per_micro(model.apply(variables, h, method="logits"), micro)
+            return per_micro(variables, h, micro)
 
         return jax.lax.map(jax.checkpoint(head), (hidden, batch))
 

@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from internevo_jax.parallel import batch_sharding, mesh_context, put_batch
 from internevo_jax.trainer.loss import token_stats
-from internevo_jax.trainer.step import MODEL_INPUTS
+from internevo_jax.trainer.step import MODEL_INPUTS, fused_head_loss
 
 
 def make_eval_step(
@@ -23,20 +23,30 @@ def make_eval_step(
     *,
     matmul_precision: str | None = None,
     window_len: int | None = None,
+    ce_chunk_size: int = 0,
 ):
     """Build `eval(params, batch) -> summed {nll_sum, tokens, correct}` over all micro-batches.
 
     `window_len` (data.seq_len): validation rows are windows of that many tokens, one sample
     each, real tokens first and padding (label -100) after (ValidSet.get_batch), so attention
     runs per window without a mask (`CausalLM.windowed`); the loss is that of the segment ids.
+    `ce_chunk_size` > 0 (loss.ce_chunk_size) computes the statistics with the chunked, fused head
+    and loss (`chunked_loss`), never the full logits.
     """
     if window_len and hasattr(model, "windowed"):
         model = model.windowed(window_len)
 
     def evaluate(params, batch):
         def body(total, micro):
-            logits = model.apply({"params": params}, *(micro[k] for k in MODEL_INPUTS))
-            stats = token_stats(logits, micro["labels"])
+            variables = {"params": params}
+            inputs = [micro[k] for k in MODEL_INPUTS]
+            if ce_chunk_size > 0:
+                hidden = model.apply(variables, *inputs, method="hidden")
+                _, stats = fused_head_loss(
+                    model, variables, hidden, micro["labels"], None, 0, 0.0, ce_chunk_size
+                )
+            else:
+                stats = token_stats(model.apply(variables, *inputs), micro["labels"])
             return jax.tree.map(jnp.add, total, stats), None
 
         zero = {"nll_sum": jnp.float32(0), "tokens": jnp.float32(0), "correct": jnp.float32(0)}

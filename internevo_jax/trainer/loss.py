@@ -30,8 +30,18 @@ def cross_entropy(
     """
     del batch
     logits, valid, logz, per_token = _token_nll(logits, labels)
+    smooth = logz - logits.mean(axis=-1) if label_smoothing > 0 else None
+    return reduce_loss(per_token, smooth, valid, label_smoothing)
+
+
+def reduce_loss(
+    nll: jax.Array, smooth: jax.Array | None, valid: jax.Array, label_smoothing: float
+) -> jax.Array:
+    """The loss from per-token values [rows, T]: `nll`, `smooth` = logz - mean_c z_c (used when
+    label_smoothing > 0) and the valid mask; shared by `cross_entropy` and the chunked loss."""
+    per_token = nll
     if label_smoothing > 0:
-        per_token = (1.0 - label_smoothing) * per_token + label_smoothing * (logz - logits.mean(axis=-1))
+        per_token = (1.0 - label_smoothing) * nll + label_smoothing * smooth
     validf = valid.astype(jnp.float32)
     row_loss = (per_token * validf).sum(axis=-1) / jnp.maximum(validf.sum(axis=-1), 1.0)
     return row_loss.mean()
@@ -46,8 +56,21 @@ def token_stats(
     These feed acc, perplexity and the per-type metrics, whatever loss is being trained.
     """
     logits, valid, _, nll = _token_nll(logits, labels)
+    return reduce_stats(nll, jnp.argmax(logits, axis=-1), labels, valid, type_ids, num_types)
+
+
+def reduce_stats(
+    nll: jax.Array,
+    predicted: jax.Array,
+    labels: jax.Array,
+    valid: jax.Array,
+    type_ids: jax.Array | None = None,
+    num_types: int = 0,
+) -> dict:
+    """`token_stats` from per-token values: nll, the predicted class (argmax), labels and the valid
+    mask; shared by `token_stats` and the chunked loss."""
     validf = valid.astype(jnp.float32)
-    correct = ((jnp.argmax(logits, axis=-1) == labels) & valid).astype(jnp.float32)
+    correct = ((predicted == labels) & valid).astype(jnp.float32)
     stats = {"nll_sum": (nll * validf).sum(), "tokens": validf.sum(), "correct": correct.sum()}
     if num_types and type_ids is not None:
         onehot = jax.nn.one_hot(type_ids, num_types, dtype=jnp.float32) * validf[..., None]

@@ -17,6 +17,7 @@ from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of
 from internevo_jax.parallel import batch_sharding, mesh_context
 from internevo_jax.parallel.pipeline import pipelined_forward
 from internevo_jax.parallel.zero import compute_copy, compute_dtypes, compute_shardings, reduce_layouts
+from internevo_jax.trainer.chunked_loss import chunked_cross_entropy
 from internevo_jax.trainer.loss import cross_entropy, token_stats
 from internevo_jax.trainer.state import TrainState
 
@@ -27,8 +28,35 @@ LossFn = Callable[[jax.Array, jax.Array, dict], jax.Array | tuple[jax.Array, dic
 
 # forward(prepare, objective, params, batch, scale) -> (mean gradients, objective outputs stacked
 # over micro-batches): how a step's micro-batches run through the model. `prepare(params)` is the
-# copy the model computes with; `objective(logits, micro)` -> (loss, token stats, extras).
+# copy the model computes with; `objective(variables, hidden, micro)` -> (loss, token stats,
+# extras) from the hidden states the model's layers leave (its `stage`, before the final norm):
+# the objective applies the head itself, as full logits or inside the chunked loss.
 Forward = Callable[..., tuple[Any, Any]]
+
+
+def fused_head_loss(
+    model: nn.Module,
+    variables,
+    hidden: jax.Array,
+    labels: jax.Array,
+    type_ids: jax.Array | None,
+    num_types: int,
+    label_smoothing: float,
+    chunk_size: int,
+) -> tuple[jax.Array, dict]:
+    """(loss, token stats) of the model's head on `hidden` (the output of its layers), chunked:
+    the model's final norm and head kernel (`head_inputs`) into `chunked_cross_entropy`."""
+    normed, kernel = model.apply(variables, hidden, method="head_inputs")
+    return chunked_cross_entropy(
+        normed,
+        kernel,
+        labels,
+        type_ids,
+        num_types=num_types,
+        label_smoothing=label_smoothing,
+        chunk_size=chunk_size,
+        precision=getattr(getattr(model, "args", None), "precision", None),
+    )
 
 
 def _all_finite(tree) -> jax.Array:
@@ -43,8 +71,9 @@ def scan_micro_batches(model: nn.Module) -> Forward:
 
     def forward(prepare, objective, params, batch: dict, scale):
         def scaled(p, micro):
-            logits = model.apply({"params": prepare(p)}, *(micro[k] for k in MODEL_INPUTS))
-            out = objective(logits, micro)
+            variables = {"params": prepare(p)}
+            hidden = model.apply(variables, *(micro[k] for k in MODEL_INPUTS), method="hidden")
+            out = objective(variables, hidden, micro)
             return out[0] * scale, out
 
         grad_fn = jax.value_and_grad(scaled, has_aux=True)
@@ -86,6 +115,7 @@ def make_grads_fn(
     label_smoothing: float = 0.0,
     num_types: int = 0,
     param_transform: Callable | None = None,
+    ce_chunk_size: int = 0,
 ):
     """Build `grads(params, batch, scale) -> (mean gradients, per-micro losses, summed stats, extras)`.
 
@@ -95,17 +125,28 @@ def make_grads_fn(
     `loss * scale`. `extras` are the loss function's own metrics, averaged over micro-batches.
     `param_transform(params)` (differentiable) makes the copy the model computes with, e.g. the
     ZeRO-1 gather of `parallel.zero.compute_copy`.
+    `ce_chunk_size` > 0 (loss.ce_chunk_size) computes the default loss with the head fused into
+    it, that many tokens of each row at a time (`chunked_loss.chunked_cross_entropy`: no full
+    logits); 0, or a `loss_fn` of one's own (it takes the logits), forms the full logits.
     """
+    fused = loss_fn is None and ce_chunk_size > 0
     if loss_fn is None:
         loss_fn = functools.partial(cross_entropy, label_smoothing=label_smoothing)
     if forward is None:
         forward = scan_micro_batches(model)
     prepare = param_transform if param_transform is not None else (lambda p: p)
 
-    def objective(logits, micro):
-        out = loss_fn(logits, micro["labels"], micro)
+    def objective(variables, hidden, micro):
+        labels, type_ids = micro["labels"], micro.get("type_ids")
+        if fused:
+            loss, stats = fused_head_loss(
+                model, variables, hidden, labels, type_ids, num_types, label_smoothing, ce_chunk_size
+            )
+            return loss, stats, {}
+        logits = model.apply(variables, hidden, method="logits")
+        out = loss_fn(logits, labels, micro)
         loss, extras = out if isinstance(out, tuple) else (out, {})
-        return loss, token_stats(logits, micro["labels"], micro.get("type_ids"), num_types), extras
+        return loss, token_stats(logits, labels, type_ids, num_types), extras
 
     def grads(params, batch: dict, scale):
         mean, (losses, stats, extras) = forward(prepare, objective, params, batch, scale)
@@ -128,6 +169,7 @@ def make_train_step(
     matmul_precision: str | None = None,
     grad_hook: Callable | None = None,
     type_names: tuple[str, ...] = (),
+    ce_chunk_size: int = 0,
 ) -> Callable:
     """Build `step(state, batch) -> (state, metrics)`, jitted with explicit shardings.
 
@@ -137,6 +179,7 @@ def make_train_step(
     `type_names` (dataset type per type id) adds tokens/<type>, acc/<type> and loss/<type>.
     `grad_hook(grads, step)` may transform the averaged gradients; `step` is the 0-based batch
     index passed to the step (tests use it to inject overflows on chosen steps).
+    `ce_chunk_size` (loss.ce_chunk_size): see `make_grads_fn`.
 
     Layout (docs/parallel.md): `state_shardings.params` is the fp32 master layout (ZeRO-1:
     sharded over "fsdp"); the model runs on the compute copy (`parallel.zero.compute_copy`) and
@@ -151,6 +194,7 @@ def make_train_step(
         loss_fn=loss_fn,
         label_smoothing=label_smoothing,
         num_types=len(type_names),
+        ce_chunk_size=ce_chunk_size,
         param_transform=lambda p: compute_copy(p, dtypes, compute, master, reduce),
     )
     if mesh.shape[PIPELINE] > 1:

@@ -78,6 +78,7 @@ class Trainer:
             matmul_precision=cfg.model.matmul_precision,
             grad_hook=grad_hook,
             type_names=tuple(type_names),
+            ce_chunk_size=cfg.loss.ce_chunk_size,
         )
         self._eval_fn = None
         self._last_pending: PendingStep | None = None
@@ -155,5 +156,6 @@ class Trainer:
                 self.shardings.params,
                 matmul_precision=self.cfg.model.matmul_precision,
                 window_len=self.cfg.data.seq_len,
+                ce_chunk_size=self.cfg.loss.ce_chunk_size,
             )
         return evaluate_sets(self._eval_fn, self.state.params, valid_sets, self.mesh, self.sizes.dp)
