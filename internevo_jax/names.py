@@ -58,6 +58,9 @@ NORM_TYPES = (RMSNORM, "layernorm")
 
 # -- MLP width --------------------------------------------------------------------------------------
 MLP_MULTIPLE_OF = 256  # InternEvo's default rounding of the SwiGLU width
+# Tokens of each row per chunk of the fused head + cross-entropy (loss.ce_chunk_size): fp32 chunk
+# logits of ~420 MB at a 103168 vocabulary; not tuned on a GPU yet.
+CE_CHUNK_SIZE = 1024
 
 
 def round_mlp_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int = MLP_MULTIPLE_OF) -> int:

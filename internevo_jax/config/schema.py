@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from internevo_jax.names import MLP_MULTIPLE_OF, REMAT_FULL, RMSNORM, round_mlp_hidden_size
+from internevo_jax.names import CE_CHUNK_SIZE, MLP_MULTIPLE_OF, REMAT_FULL, RMSNORM, round_mlp_hidden_size
 
 # dtype string -> (jnp dtype name, jax.default_matmul_precision value or None).
 # "torch.tf32" computes in float32 with TF32 matmuls, as InternEvo's allow_tf32 switch does.
@@ -255,7 +255,7 @@ class LossConfig:
     label_smoothing: float = 0.0
     moe_loss_coeff: float = 1.0
     op_type: str | None = None
-    ce_chunk_size: int = 1024  # extension: tokens per row per chunk of the fused head + loss; 0 = full logits
+    ce_chunk_size: int = CE_CHUNK_SIZE  # extension: tokens per row per chunk of the fused loss; 0 = off
 
 
 @dataclass(frozen=True)

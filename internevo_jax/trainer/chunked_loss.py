@@ -32,10 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from internevo_jax.names import ACT_BATCH, ACT_EMBED_DIM, ACT_VOCAB_DIM, IGNORE_INDEX
+from internevo_jax.names import ACT_BATCH, ACT_EMBED_DIM, ACT_VOCAB_DIM, CE_CHUNK_SIZE, IGNORE_INDEX
 from internevo_jax.trainer.loss import reduce_loss, reduce_stats
-
-DEFAULT_CHUNK_SIZE = 1024  # tokens per chunk per row (loss.ce_chunk_size)
 
 _HIDDEN = (ACT_BATCH, None, ACT_EMBED_DIM)  # [rows, chunk, hidden]: no sequence sharding
 _LOGITS = (ACT_BATCH, None, ACT_VOCAB_DIM)  # [rows, chunk, vocab]
@@ -50,7 +48,7 @@ def chunked_cross_entropy(
     *,
     num_types: int = 0,
     label_smoothing: float = 0.0,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int = CE_CHUNK_SIZE,
     precision=None,
 ) -> tuple[jax.Array, dict]:
     """(loss, stats) of the logits `hidden @ kernel`, chunk by chunk.
@@ -59,8 +57,8 @@ def chunked_cross_entropy(
     uses it, gradient scaling included); labels (and type_ids) [rows, T] int32. The loss is
     `cross_entropy`'s (per-row token mean over labels != -100, then the mean over rows, torch-style
     label smoothing) and `stats` is `token_stats`'s dict (with num_types > 0 the per-type sums as
-    well). `chunk_size` tokens of each row per chunk (T is padded up to a multiple with ignored
-    labels); matmuls accumulate in fp32 at `precision`. Differentiable in hidden and kernel.
+    well). At most `chunk_size` tokens of each row per chunk: T is cut into
+    ceil(T / chunk_size) equal chunks, the last padded with ignored labels; matmuls accumulate in fp32 at `precision`. Differentiable in hidden and kernel.
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -98,7 +96,10 @@ def _pass(hidden, kernel, labels, type_ids, num_types, smoothing, chunk, precisi
     # for the gradient matmuls) near the size of softmax - onehot: an fp16 dz would otherwise
     # underflow long before the loss scale reaches it in the backward rule.
     weight = validf * (length / jnp.maximum(validf.sum(axis=-1, keepdims=True), 1.0))
-    pad = -length % chunk
+    # as many chunks as `chunk` asks for, evened out: a row pads fewer than one token per chunk
+    count = -(-length // chunk)
+    chunk = -(-length // count)
+    pad = count * chunk - length
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
         safe = jnp.pad(safe, ((0, 0), (0, pad)))
