@@ -360,21 +360,27 @@ GiB = 1024**3
 def test_bench_1p5b_temporaries_drop_by_more_than_4_gib():
     """configs/bench_1p5b.py (vocab 103168, hidden 2048, 8 x 4096 tokens per micro-batch) compiled
     for one CPU stand-in by the dry run's `plan_memory`: the compiler's temporaries with the default
-    chunk (1024) are at least 4 GiB below those of ce_chunk_size=0 (measured: 37.2 -> 13.4 GiB).
+    chunk (1024) are at least 4 GiB below those of ce_chunk_size=0 (measured: 193.2 -> 171.5 GiB).
 
-    The logits and their gradient do not depend on the depth or the attention, so the model keeps
-    one layer with one head: on the stand-ins XLA attention's scores (16 heads x 8 windows x 4096^2
-    in fp32, 8 GiB a buffer) would otherwise be the step's peak and hide the loss. The plan compiles
+    All 22 layers, with one attention head: on the stand-ins XLA attention's scores (16 heads x 8
+    windows x 4096^2 in fp32, 8 GiB a buffer) would otherwise be the step's peak and hide the loss
+    (a fused attention kernel holds no such buffer; the heads do not change the logits). The plan compiles
     with fp32 compute on CPU (docs/parallel.md, "Memory plan"), so these are fp32 logits.
     """
     from internevo_jax.dry_run import plan_memory
 
     def temporaries(chunk):
-        overrides = ["model.num_layers=1", "model.num_attention_heads=1", f"loss.ce_chunk_size={chunk}"]
+        overrides = ["model.num_attention_heads=1", f"loss.ce_chunk_size={chunk}"]
         cfg = load_config("configs/bench_1p5b.py", overrides, log=lambda *_: None)
-        assert (cfg.model.vocab_size, cfg.model.hidden_size, cfg.data.packed_length) == (
+        assert (
+            cfg.model.vocab_size,
+            cfg.model.hidden_size,
+            cfg.model.num_layers,
+            cfg.data.packed_length,
+        ) == (
             REAL_VOCAB,
             2048,
+            22,
             8 * 4096,
         )
         return plan_memory(cfg, jax.devices()[:1]).compiled_temporaries
