@@ -177,13 +177,16 @@ def run_variant(args, variant: Variant, common: list[str], workdir: Path) -> dic
         data = write_synthetic_bin(workdir / f"{variant.name}_data", tokens, d.seq_len, cfg.model.vocab_size)
         overrides = [item.replace(BIN_DATA, str(data)) for item in overrides]
     save = args.checkpoint_every > 0
-    overrides += [
-        f"run_dir={run_dir}",
-        f"data.total_steps={args.steps}",
-        f"lr_scheduler.total_steps={args.steps}",
+    # the plan's defaults first, so a variant may turn validation or saving on; the run folder and
+    # the step count last, so nothing overrides them
+    overrides = [
         "data.valid_every=0",
         f"ckpt.enable_save_ckpt={save}",
         *([f"ckpt.checkpoint_every={args.checkpoint_every}"] if save else []),
+        *overrides,
+        f"run_dir={run_dir}",
+        f"data.total_steps={args.steps}",
+        f"lr_scheduler.total_steps={args.steps}",
     ]
     command = train_command(args.config, overrides)
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: nothing to resume, nothing appended to
