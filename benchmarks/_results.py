@@ -11,6 +11,7 @@ python benchmarks/_results.py                      # environment() as JSON (for 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import platform
@@ -28,16 +29,13 @@ def _cuda_versions() -> dict:
     if cuda_versions is None:
         return {}
     out = {}
-    try:
+    # a version the plugin cannot report is left out
+    with contextlib.suppress(Exception):
         v = int(cuda_versions.cuda_runtime_get_version())
         out["cuda"] = f"{v // 1000}.{v % 1000 // 10}"
-    except Exception:  # noqa: BLE001 - a version we cannot read is left out
-        pass
-    try:
+    with contextlib.suppress(Exception):
         v = int(cuda_versions.cudnn_get_version())
         out["cudnn"] = f"{v // 10000}.{v // 100 % 100}.{v % 100}"
-    except Exception:  # noqa: BLE001
-        pass
     return out
 
 

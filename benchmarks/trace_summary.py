@@ -75,9 +75,11 @@ def summarise(events: list[dict], names: dict, top: int) -> str:
             break
     else:
         return "\n".join([*lines, "", "(no step executions found on the device threads)"])
-    # the train step is the longest program; small ones (a scalar put on the device) are left out
-    longest = max(e["dur"] for e in runs)
-    runs = [e for e in runs if e["dur"] >= 0.1 * longest]
+    # the train step is the long program; small ones (a scalar put on the device) are left out.
+    # The bar is the median of the longer half, so one slow step does not hide the others.
+    longer_half = sorted(e["dur"] for e in runs)[len(runs) // 2 :]
+    typical = longer_half[len(longer_half) // 2]
+    runs = [e for e in runs if e["dur"] >= 0.1 * typical]
     gaps = [b["ts"] - (a["ts"] + a["dur"]) for a, b in zip(runs, runs[1:])]
     lines += ["", f"Executions of the step (`{marker}`): {len(runs)}", ""]
     lines += ["| # | duration (ms) | device idle before it (ms) |"]

@@ -142,7 +142,7 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
             step=step,
             metrics=metrics,
             # tokens as of this step (later steps may be queued); skipped batches up to this step
-            context=dataclasses.replace(ctx, num_consumed_tokens=pending.consumed_tokens),
+            context=dataclasses.replace(ctx, num_consumed_tokens=pending.step.consumed_tokens),
             segment_ids=pending.segment_ids,
             dp_size=sizes.dp,
             world=len(devices),
@@ -162,8 +162,9 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
         for index in range(ctx.step, last_step):
             step = index + 1
             hooks.on_step_start(run, step)
-            host_batch, device_batch = batches.get(index)
-            if loader.should_skip(index):  # data.skip_batches: loaded, never trained on
+            skip = loader.should_skip(index)  # data.skip_batches: loaded, never trained on
+            host_batch, device_batch = batches.get(index, skip=skip)
+            if skip:
                 stop = report(in_flight) if in_flight is not None else False
                 in_flight = None
                 trainer.skip(step_index=index)
@@ -173,7 +174,6 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
                 continue
             dispatched = InFlight(
                 trainer.dispatch(device_batch, step_index=index),
-                consumed_tokens=ctx.num_consumed_tokens,
                 segment_ids=host_batch["segment_ids"][:, 0],
             )
             if index + 1 < last_step:
@@ -200,7 +200,6 @@ class InFlight:
     """A dispatched step with what its record needs from the host side."""
 
     step: PendingStep
-    consumed_tokens: int  # ctx.num_consumed_tokens right after the dispatch
     segment_ids: np.ndarray  # [micro_num, length] of the first local row, for the packing stats
 
 
@@ -216,12 +215,13 @@ class Prefetch:
         host = self.loader.get_batch(index)
         self._ahead = (index, host, None if skip else self.put(host))
 
-    def get(self, index: int) -> tuple[dict, dict | None]:
-        """(host batch, device batch) of `index`: the prefetched one, or loaded now."""
+    def get(self, index: int, *, skip: bool = False) -> tuple[dict, dict | None]:
+        """(host batch, device batch) of `index`: the prefetched one, or loaded now (no device
+        batch for one that is skipped)."""
         if self._ahead is not None and self._ahead[0] == index:
             _, host, device = self._ahead
             self._ahead = None
             return host, device if device is not None else self.put(host)
         self._ahead = None
         host = self.loader.get_batch(index)
-        return host, None if self.loader.should_skip(index) else self.put(host)
+        return host, None if skip else self.put(host)

@@ -26,6 +26,7 @@ class RunTimer:
         self.started_at: float | None = None
         self.time_to_first_step_s: float | None = None
         self.step_times: list[float] = []
+        self._listening = False
 
     def _on_duration(self, event: str, duration_secs: float, **_) -> None:
         if event.startswith(COMPILE_EVENT_PREFIX):
@@ -35,13 +36,13 @@ class RunTimer:
         """Start the clock and the compile-time listener."""
         self.started_at = time.perf_counter()
         jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        self._listening = True
 
     def stop(self) -> None:
         """Remove the listener (idempotent)."""
-        try:
+        if self._listening:
             jax.monitoring.unregister_event_duration_listener(self._on_duration)
-        except (AssertionError, ValueError):  # not registered: start() never ran
-            pass
+            self._listening = False
 
     def step_done(self, step_time: float) -> None:
         """Record one trained step's time (its metrics were just read)."""

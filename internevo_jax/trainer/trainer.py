@@ -28,8 +28,7 @@ class PendingStep:
     metrics: dict  # device arrays until `Trainer.finish` reads them
     micro_num: int
     dispatched_at: float
-    previous: PendingStep | None = None  # the step dispatched before, until this one finishes
-    ready_at: float | None = None
+    consumed_tokens: int  # the run's consumed tokens as of this step
 
 
 class Trainer:
@@ -81,7 +80,7 @@ class Trainer:
             ce_chunk_size=cfg.loss.ce_chunk_size,
         )
         self._eval_fn = None
-        self._last_pending: PendingStep | None = None
+        self._last_ready_at = 0.0  # when the last finished step was seen done
 
     def global_batch_tokens(self, batch: Mapping) -> int:
         """Tokens in the global batch of which `batch` is this process's share."""
@@ -107,15 +106,13 @@ class Trainer:
         self.context.step = index + 1
         # InternEvo counts every loaded batch, skipped-for-overflow ones included
         self.context.num_consumed_tokens += self.global_batch_tokens(batch)
-        pending = PendingStep(
+        return PendingStep(
             index=index,
             metrics=metrics,
             micro_num=int(batch["input_ids"].shape[0]),
             dispatched_at=dispatched_at,
-            previous=self._last_pending,
+            consumed_tokens=self.context.num_consumed_tokens,
         )
-        self._last_pending = pending
-        return pending
 
     def finish(self, pending: PendingStep) -> dict:
         """Wait for a dispatched step and return its metrics as Python numbers: loss, grad_norm,
@@ -125,14 +122,12 @@ class Trainer:
         dispatch, or the end of the step before it if that was still running) to its end.
         """
         metrics = jax.device_get(pending.metrics)
-        pending.ready_at = time.perf_counter()
-        previous = pending.previous
-        started = pending.dispatched_at
-        if previous is not None and previous.ready_at is not None:
-            started = max(started, previous.ready_at)
-        pending.previous = None  # the chain of steps is not kept alive
+        ready_at = time.perf_counter()
+        # steps finish in the order they were dispatched
+        started = max(pending.dispatched_at, self._last_ready_at)
+        self._last_ready_at = ready_at
         out = {k: (bool(v) if k == "overflow" else float(v)) for k, v in metrics.items()}
-        out["step_time"] = pending.ready_at - started
+        out["step_time"] = ready_at - started
         out["micro_num"] = pending.micro_num
         if out["overflow"]:
             self.context.inf_nan_skip_batches += 1
