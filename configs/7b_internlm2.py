@@ -96,7 +96,7 @@ model = dict(
     use_flash_attn=True,
     # The released InternLM2-7B uses RoPE base 1e6 (InternEvo's default is 10000).
     rope_base=1000000,
-    # q/k always use the HF (rotate-half) layout here; see docs/model.md.
+    # False: q/k columns in HF's rotate-half order (what HF checkpoints hold); docs/model.md.
     qk_interleaved=False,
 )
 

@@ -55,6 +55,19 @@ REMAT_FULL = "full"
 REMAT_POLICY_NAMES = (REMAT_FULL, "save_matmuls", "none")
 RMSNORM = "rmsnorm"
 NORM_TYPES = (RMSNORM, "layernorm")
+# How the q/k/v projections are stored: three kernels wq/wk/wv; one fused wqkv laid out per kv
+# group (each group's query heads, then its key head, then its value head: InternLM2); one fused
+# wqkv holding all of q, then all of k, then all of v (Baichuan2's W_pack).
+QKV_SEPARATE = "separate"
+QKV_GROUPED = "grouped"
+QKV_CONCAT = "concat"
+QKV_LAYOUTS = (QKV_SEPARATE, QKV_GROUPED, QKV_CONCAT)
+# The gated MLP's activation: SwiGLU (silu); GeGLU with exact gelu (InternEvo's use_swiglu=False);
+# GeGLU with tanh-approximate gelu (HF's Gemma, which the released Gemma weights were trained with).
+SILU = "silu"
+GELU = "gelu"
+GELU_TANH = "gelu_tanh"
+MLP_ACTIVATIONS = (SILU, GELU, GELU_TANH)
 
 # -- MLP width --------------------------------------------------------------------------------------
 MLP_MULTIPLE_OF = 256  # InternEvo's default rounding of the SwiGLU width

@@ -3,9 +3,9 @@
     python tools/convert2hf.py --src CKPT_STEP_DIR --tgt HF_DIR [--tokenizer tokenizer.model]
         [--dtype bf16|fp32|fp16] [--max_shard_size 5GB] [--config CFG.py] [--remote_code DIR] [--overwrite]
 
-INTERNLM is written as LlamaForCausalLM with attention_bias=true, LLAMA2 as LlamaForCausalLM,
-INTERNLM2 as InternLM2ForCausalLM (remote code: see --remote_code). The folder appears only once
-complete. See docs/hf.md.
+INTERNLM is written as LlamaForCausalLM with attention_bias=true, LLAMA2 / LLAMA as LlamaForCausalLM,
+QWEN2, QWEN3 and GEMMA as transformers' own classes, INTERNLM2, INTERNLM3 and BAICHUAN2 as their
+remote-code classes (see --remote_code). The folder appears only once complete. See docs/hf.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--config", help="training config .py; default: the config saved in the checkpoint")
     p.add_argument(
-        "--remote_code", help="folder whose .py files (InternLM2's modeling code) are copied into --tgt"
+        "--remote_code",
+        help="folder whose .py files (the model's remote modeling code) are copied into --tgt",
     )
     p.add_argument("--overwrite", action="store_true", help="replace --tgt if it exists")
     return p.parse_args(argv)

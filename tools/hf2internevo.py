@@ -1,7 +1,10 @@
 """Import a Hugging Face model folder as a checkpoint the trainer loads.
 
-    python tools/hf2internevo.py --src HF_DIR --tgt OUT_DIR [--model_type INTERNLM|LLAMA2|INTERNLM2]
-        [--dtype bf16|fp16|fp32] [--overwrite]
+    python tools/hf2internevo.py --src HF_DIR --tgt OUT_DIR [--model_type TYPE] [--dtype bf16|fp16|fp32]
+        [--overwrite]
+
+Reads LlamaForCausalLM (INTERNLM / LLAMA2 / LLAMA), InternLM2ForCausalLM, InternLM3ForCausalLM,
+Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM and BaichuanForCausalLM folders.
 
 Reads config.json and the (sharded) safetensors; writes OUT_DIR/model (fp32 params), OUT_DIR/config
 and the COMMITTED marker, then prints the model settings to put in the training config, which
@@ -27,8 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tgt", required=True, help="output checkpoint folder")
     p.add_argument(
         "--model_type",
-        choices=("INTERNLM", "LLAMA2", "INTERNLM2", "INTERNLM2_PUBLIC"),
-        help="default: INTERNLM2 for InternLM2 folders; INTERNLM for LLaMA folders with attention biases, else LLAMA2",
+        help="a model type of the folder's layout (e.g. LLAMA for a LLaMA folder); default: the layout's own "
+        "(INTERNLM for LLaMA folders with attention biases, else LLAMA2; QWEN2, GEMMA, ... for the others)",
     )
     p.add_argument("--dtype", default="bf16", choices=tuple(DTYPES), help="compute dtype in the saved config")
     p.add_argument("--overwrite", action="store_true", help="replace --tgt if it exists")

@@ -45,6 +45,24 @@ def _config_diff(path: str, current_cfg: dict | None, shown: str) -> str:
     return f" The saved config differs in {'; '.join(diffs[:6])}." if diffs else ""
 
 
+def _check_lane_order(path: str, current_cfg: dict | None, shown: str) -> None:
+    """CheckpointError when the checkpoint's q/k lane order (model.qk_interleaved) is not the
+    config's: the shapes agree, so nothing else would notice the model computing wrong."""
+    saved = _json_item(path, "config")
+    if not saved or not current_cfg:
+        return
+    before = (saved.get("model") or {}).get("qk_interleaved")
+    now = (current_cfg.get("model") or {}).get("qk_interleaved")
+    if before is not None and now is not None and bool(before) != bool(now):
+        raise CheckpointError(
+            f"The checkpoint at {shown} was trained with model.qk_interleaved={bool(before)}, but the config "
+            f"sets model.qk_interleaved={bool(now)}: its q/k weight columns are in the other RoPE lane order, "
+            f"so the loaded model would compute something else with the same shapes. Set "
+            f"model.qk_interleaved={bool(before)} to continue this checkpoint (convert2hf / hf2internevo move "
+            "between the two orders)."
+        )
+
+
 def _check_item(path: str, item: str, wanted_tree, shown: str, current_cfg: dict | None) -> None:
     try:
         meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path) / item)
@@ -99,6 +117,7 @@ def read_checkpoint(
 
     targets = {}
     if "model" in items:
+        _check_lane_order(path, current_cfg, shown)
         _check_item(path, "model", state.params, shown, current_cfg)
         targets["model"] = ocp.args.StandardRestore(abstract_like(state.params, shardings.params))
     if "optimizer" in items:

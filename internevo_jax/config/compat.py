@@ -54,6 +54,8 @@ NO_EFFECT_KEYS = frozenset(
         "parallel.pipeline.mode",
         "parallel.weight.overlap",
         "parallel.weight.memory_pool",
+        "parallel.weight.launch_allgather_before",
+        "parallel.weight.forward_overlap_per",
         "parallel.tensor.enable_vit",
         "parallel.expert",
         "parallel.expert_weight",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .errors import ConfigError
-from .schema import CkptConfig, Config, LoadCkptInfo
+from .schema import CkptConfig, Config, LoadCkptInfo, ModelConfig
 
 
 def _resolve_ckpt(ckpt: CkptConfig, run_dir: str, source: str) -> CkptConfig:
@@ -25,6 +25,8 @@ def _resolve_ckpt(ckpt: CkptConfig, run_dir: str, source: str) -> CkptConfig:
         elif ckpt.load_ckpt_folder is not None:
             content = ("model", "sampler", "optimizer") if ckpt.load_optimizer else ("model", "sampler")
             info = LoadCkptInfo(path=ckpt.load_ckpt_folder, content=content)
+    if info is not None and info.path is None:
+        info = None  # InternEvo loads nothing when the path is None
     if info is not None:
         ckpt_type = info.ckpt_type.lower()
         # Old InternLM configs name InternEvo's own format "internlm".
@@ -40,6 +42,24 @@ def _resolve_ckpt(ckpt: CkptConfig, run_dir: str, source: str) -> CkptConfig:
     if ckpt.enable_save_ckpt and save_folder is None:
         save_folder = f"local:{run_dir}/checkpoints"
     return replace(ckpt, load_ckpt_info=info, auto_resume=auto_resume, save_ckpt_folder=save_folder)
+
+
+def _head_dim(model: ModelConfig, source: str) -> int:
+    """model.head_dim as given, else hidden_size / num_attention_heads (which must divide)."""
+    if model.head_dim is not None:
+        return model.head_dim
+    heads, hidden = model.num_attention_heads, model.hidden_size
+    if heads <= 0:
+        return 0  # validate() names the bad head count
+    if hidden % heads:
+        raise ConfigError(
+            f"{source}: 'model.hidden_size' ({hidden}) must be divisible by model.num_attention_heads "
+            f"({heads}): {hidden} % {heads} = {hidden % heads}; choose a head count that divides the hidden "
+            "size, or give model.head_dim explicitly (as Gemma's configs do).",
+            key="model.hidden_size",
+            source=source,
+        )
+    return hidden // heads
 
 
 def resolve(cfg: Config, source: str) -> Config:
@@ -74,6 +94,7 @@ def resolve(cfg: Config, source: str) -> Config:
             else model.num_kv_attention_heads
         ),
         qk_interleaved=bool(qk_interleaved),
+        head_dim=_head_dim(model, source),
     )
 
     lr = cfg.lr_scheduler

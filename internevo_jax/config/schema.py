@@ -92,6 +92,18 @@ class ModelConfig:
     use_flash_attn: bool = True
     rope_base: float = 10000.0
     no_bias: bool = False
+    # Per-projection attention biases (Qwen2: qkv_bias=True, o_bias=False); None: the model
+    # family's default (docs/model.md), which for most families is `not no_bias`.
+    qkv_bias: bool | None = None
+    o_bias: bool | None = None
+    head_dim: int | None = None  # derived: hidden_size // num_attention_heads when absent
+    add_unit_offset: bool = False  # RMSNorm scales by (1 + w) (Gemma)
+    use_sliding_window: bool = False  # Qwen2: layers from max_window_layers on attend a window
+    sliding_window: int | None = None
+    max_window_layers: int = 0
+    enable_qkv_fusion: bool | None = None  # None: the family's layout (INTERNLM2 fused, others not)
+    qk_norm: bool | None = None  # RMSNorm of every q and k head (Qwen3); None: the family's default
+    tie_word_embeddings: bool | None = None  # None: the family's default (GEMMA tied, others untied)
     qk_interleaved: bool | None = None  # derived: (not adapt_hf) when adapt_hf is given, else False
     adapt_hf: bool | None = None
     max_position_embeddings: int = 2048
@@ -137,10 +149,6 @@ class ModelConfig:
         return DTYPES[self.dtype][1]
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
     def mlp_hidden_size(self) -> int:
         """int(hidden_size * mlp_ratio) rounded up to a multiple of ``multiple_of`` (4096*8/3 -> 11008)."""
         return round_mlp_hidden_size(self.hidden_size, self.mlp_ratio, self.multiple_of)
@@ -180,6 +188,8 @@ class WeightConfig:
     size: int = 1
     overlap: bool = False
     memory_pool: bool = False
+    launch_allgather_before: str = "wo"  # InternEvo's prefetch hooks; XLA schedules gathers itself
+    forward_overlap_per: str = "layer"
 
 
 @dataclass(frozen=True)
@@ -198,7 +208,7 @@ class ParallelConfig:
 
 @dataclass(frozen=True)
 class LoadCkptInfo:
-    path: str = ""
+    path: str | None = ""  # None: load nothing (InternEvo's 8B_internlm3.py ships path=None)
     content: tuple[str, ...] = ("model",)
     ckpt_type: str = "internevo"  # "internlm" is read as "internevo"
 
@@ -221,6 +231,7 @@ class CkptConfig:
     load_given_ckpt: bool | None = None  # legacy
     load_optimizer: bool = True  # legacy
     keep_last_n: int | None = None  # extension: keep only the newest N checkpoints
+    enable_internevo2hf_ckpt: bool = False  # True is refused for now: tools/convert2hf.py converts
 
 
 @dataclass(frozen=True)
@@ -382,7 +393,6 @@ class Config:
         out["model"].update(
             compute_dtype=DTYPES[self.model.dtype][0],
             matmul_precision=self.model.matmul_precision,
-            head_dim=self.model.head_dim,
             mlp_hidden_size=self.model.mlp_hidden_size,
             checkpoint_layers=self.model.checkpoint_layers,
         )

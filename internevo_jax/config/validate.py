@@ -73,11 +73,9 @@ def _check_model(cfg: Config, c: _Checker) -> None:
     for key in ("num_chunks", "multiple_of", "mlp_ratio", "layer_norm_epsilon", "rope_base"):
         c.positive(getattr(m, key), f"model.{key}")
     c.require(
-        m.hidden_size % m.num_attention_heads == 0,
-        "model.hidden_size",
-        f"({m.hidden_size}) must be divisible by model.num_attention_heads ({m.num_attention_heads}): "
-        f"{m.hidden_size} % {m.num_attention_heads} = {m.hidden_size % m.num_attention_heads}; "
-        "choose a head count that divides the hidden size.",
+        m.head_dim > 0 and m.head_dim % 2 == 0,
+        "model.head_dim",
+        f"is {m.head_dim}; it must be a positive even number (rotary embeddings rotate pairs of lanes).",
     )
     c.require(
         m.num_attention_heads % m.num_kv_attention_heads == 0,
@@ -92,6 +90,14 @@ def _check_model(cfg: Config, c: _Checker) -> None:
         f"({m.num_chunks}) must divide model.num_layers ({m.num_layers}): "
         f"{m.num_layers} % {m.num_chunks} = {m.num_layers % m.num_chunks}.",
     )
+    c.non_negative(m.max_window_layers, "model.max_window_layers")
+    if m.use_sliding_window:
+        c.require(
+            m.sliding_window is not None and m.sliding_window > 0,
+            "model.sliding_window",
+            f"is {m.sliding_window!r} but model.use_sliding_window=True needs the window length in tokens "
+            "(e.g. sliding_window=4096), or set use_sliding_window=False.",
+        )
     if not isinstance(m.checkpoint, bool):
         c.require(
             0.0 <= m.checkpoint <= 1.0,
@@ -195,6 +201,12 @@ def _check_ckpt(cfg: Config, c: _Checker) -> None:
         c.non_negative(k.oss_snapshot_freq, "ckpt.oss_snapshot_freq")
     if k.keep_last_n is not None:
         c.positive(k.keep_last_n, "ckpt.keep_last_n")
+    c.require(
+        not k.enable_internevo2hf_ckpt,
+        "ckpt.enable_internevo2hf_ckpt",
+        "is True, but writing a Hugging Face copy beside every checkpoint is not implemented yet; set it to "
+        "False and convert a saved checkpoint with `python tools/convert2hf.py --src <ckpt>/<step> --tgt DIR`.",
+    )
     info = k.load_ckpt_info
     if info is not None:
         c.require(bool(info.path), "ckpt.load_ckpt_info.path", "must name the checkpoint folder to load.")

@@ -9,6 +9,7 @@ from typing import Any
 
 from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.hf.registry import mapping_for, mapping_of_config
+from internevo_jax.hf.spec import FIXED_MODEL_KEYS, HF_ACTIVATION
 from internevo_jax.model.registry import model_family
 from internevo_jax.names import round_mlp_hidden_size
 
@@ -18,8 +19,8 @@ TORCH_DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
 def hf_config(args: Any, family: str, *, dtype: str, special_ids: dict[str, int] | None = None) -> dict:
     """config.json for a model with ModelArgs `args` exported in `family`'s HF layout.
 
-    Refuses what the HF classes cannot express (post-norm blocks without a final norm, LayerNorm,
-    and what the family's `config_fields` refuses).
+    Refuses what the HF class cannot express: post-norm blocks without a final norm, LayerNorm, a
+    setting the class hard-wires otherwise (its `fixed` fields) and biases it has no switch for.
     """
     mapping = mapping_for(family)
     problems = []
@@ -27,6 +28,9 @@ def hf_config(args: Any, family: str, *, dtype: str, special_ids: dict[str, int]
         problems.append(f"apply_post_layer_norm=True (HF's {mapping.architecture} is pre-norm)")
     if args.norm_type != "rmsnorm":
         problems.append(f"norm_type={args.norm_type!r} (HF's {mapping.architecture} uses RMSNorm)")
+    for field, value in mapping.fixed.items():
+        if getattr(args, field) != value:
+            problems.append(f"{field}={getattr(args, field)!r} (HF's {mapping.architecture} has {value!r})")
     if problems:
         raise CheckpointError(
             f"This {family} model cannot be written as a Hugging Face {mapping.architecture}: it uses "
@@ -40,21 +44,22 @@ def hf_config(args: Any, family: str, *, dtype: str, special_ids: dict[str, int]
     return {
         "architectures": [mapping.architecture],
         "model_type": mapping.hf_model_type,
-        **mapping.config_fields(args),
-        mapping.bias_key: bool(args.qkv_bias),
+        **mapping.extra_config(args),
+        **mapping.bias_fields(args),
         "vocab_size": args.vocab_size,
         "hidden_size": args.hidden_size,
         "intermediate_size": args.mlp_hidden_size,
         "num_hidden_layers": args.num_layers,
         "num_attention_heads": args.num_heads,
         "num_key_value_heads": args.num_kv_heads,
-        "hidden_act": "silu",
+        "head_dim": args.head_dim,
+        "hidden_act": HF_ACTIVATION[args.mlp_activation],
         "max_position_embeddings": args.max_position_embeddings,
         "rms_norm_eps": args.norm_eps,
         "rope_theta": args.rope_base,
         "rope_scaling": rope_scaling,
         "initializer_range": 0.02,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": bool(args.tie_embeddings),
         "use_cache": True,
         "pretraining_tp": 1,
         "torch_dtype": TORCH_DTYPES[dtype],
@@ -103,19 +108,27 @@ def _mlp_ratio(hidden: int, intermediate: int) -> tuple[float, int]:
     return (intermediate + 0.5) / hidden, 1  # int() of this lands on `intermediate` exactly
 
 
+_REQUIRED = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size")
+
+
 def model_settings(config: dict, source: str, model_type: str | None = None) -> tuple[str, dict, list[str]]:
     """(model_type, `model` dict of our config keys, warnings) that reproduce an HF config.json."""
     mapping = mapping_of_config(config, source)
+    for key in _REQUIRED:
+        if not isinstance(config.get(key), int):
+            raise CheckpointError(
+                f"{source}/config.json has no {key!r} (or it is not a whole number): a {mapping.architecture} "
+                f"config.json states {', '.join(_REQUIRED)}. Restore the file from the model's download."
+            )
     hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
     problems, warnings = [], []
-    if config.get("hidden_act", "silu") != "silu":
-        problems.append(f"hidden_act={config['hidden_act']!r} (only SwiGLU with silu is implemented)")
+    act = config.get("hidden_act", mapping.activations[0])
+    if act not in mapping.activations:
+        problems.append(
+            f"hidden_act={act!r} ({mapping.architecture} here reads {' or '.join(mapping.activations)})"
+        )
     if config.get("mlp_bias"):
         problems.append("mlp_bias=true (the MLP has no biases here)")
-    if int(config.get("head_dim") or hidden // heads) * heads != hidden:
-        problems.append(f"head_dim={config.get('head_dim')} is not hidden_size / num_attention_heads")
-    if config.get("tie_word_embeddings"):
-        problems.append("tie_word_embeddings=true (the output head is untied here)")
     theta, scaling = rope_settings(config)
     dynamic = False
     if scaling:
@@ -134,8 +147,7 @@ def model_settings(config: dict, source: str, model_type: str | None = None) -> 
             f"{source}/config.json uses {'; '.join(problems)}, which this converter cannot "
             "represent. Use a checkpoint without these features."
         )
-    bias = bool(config.get(mapping.bias_key, False))
-    chosen = mapping.model_type_for(bias)
+    chosen = mapping.model_type_for(config)
     if model_type:
         if mapping_for(model_family(model_type)) is not mapping:
             raise CheckpointError(
@@ -143,21 +155,29 @@ def model_settings(config: dict, source: str, model_type: str | None = None) -> 
                 f"{model_type!r}. Use {mapping.model_type_hint} (or leave --model_type out)."
             )
         chosen = model_type
+    qkv_bias, o_bias = mapping.read_bias(config)
     ratio, multiple = _mlp_ratio(hidden, int(config["intermediate_size"]))
     model = dict(
         num_layers=int(config["num_hidden_layers"]),
         hidden_size=hidden,
         num_attention_heads=heads,
         num_kv_attention_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or hidden // heads),
         vocab_size=int(config["vocab_size"]),
         mlp_ratio=ratio,
         multiple_of=multiple,
-        no_bias=not bias,
+        no_bias=not (qkv_bias or o_bias),
+        qkv_bias=qkv_bias,
+        o_bias=o_bias,
         norm_type="rmsnorm",
         layer_norm_epsilon=float(config.get("rms_norm_eps", 1e-6)),
         rope_base=theta,
         use_dynamic_ntk_rope=dynamic,
         max_position_embeddings=int(config.get("max_position_embeddings", 2048)),
         apply_post_layer_norm=False,
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", mapping.tie_default)),
     )
+    for field, value in mapping.fixed.items():
+        model.update(FIXED_MODEL_KEYS.get(field, lambda v: {})(value))
+    model.update(mapping.extra_model(config, source))
     return chosen, model, warnings

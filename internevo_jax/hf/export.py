@@ -16,6 +16,7 @@ from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.config.units import parse_size
 from internevo_jax.hf.config_json import hf_config
 from internevo_jax.hf.registry import mapping_for
+from internevo_jax.hf.relayout import to_hf
 from internevo_jax.hf.shards import write_sharded
 from internevo_jax.hf.tensors import hf_order, tensor_map, unrolled_leaves
 from internevo_jax.hf.tokenizer import write_tokenizer
@@ -88,7 +89,7 @@ def export_hf(
     family = model_family(cfg.model_type)
     mapping = mapping_for(family)
     check_params_fit(params, model, source)
-    leaves = unrolled_leaves(params)
+    leaves = to_hf(unrolled_leaves(params), model.args, mapping.qkv_layout)
     maps = {
         tensor_map(family, path).hf: (tensor_map(family, path), leaves[path])
         for path in sorted(leaves, key=hf_order)

@@ -8,18 +8,20 @@ import_hf(path, model_type=None)             HF folder -> (params, Config) with 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import numpy as np
 
 from internevo_jax.checkpoint.errors import CheckpointError
-from internevo_jax.config import config_from_dict
+from internevo_jax.config import ModelConfig, config_from_dict
 from internevo_jax.hf.config_json import model_settings, read_hf_config, rope_settings
 from internevo_jax.hf.registry import mapping_for, mapping_of_config
+from internevo_jax.hf.relayout import from_hf
 from internevo_jax.hf.shards import read_tensors, weight_map
 from internevo_jax.hf.tensors import TensorMap, hf_order, restack, tensor_map, unrolled_leaves
-from internevo_jax.model import abstract_params, build_model, model_family
+from internevo_jax.model import abstract_params, build_model
 
 logger = logging.getLogger("internevo_jax")
 
@@ -76,12 +78,28 @@ def warn_on_setting_mismatch(config: dict, args, source: str) -> None:
             )
 
 
+def hf_layout_model(model: Any) -> Any:
+    """`model` with its attention stored as its family's HF class stores it (q/k/v layout, rotate-half
+    lanes): the parameter shapes and paths an HF folder's tensors are read into."""
+    layout = mapping_for(model.family).qkv_layout
+    args = dataclasses.replace(model.args, qkv_layout=layout, qk_interleaved=False, scan_layers=False)
+    return model.clone(args=args)
+
+
+def read_model_params(source: str, model: Any) -> dict[tuple[str, ...], np.ndarray]:
+    """The HF folder's weights as `model`'s unrolled {path: fp32 array}, moved into its layout."""
+    canonical = hf_layout_model(model)
+    arrays = read_params(source, model.family, unrolled_leaves(abstract_params(canonical)))
+    return from_hf(arrays, model.args, mapping_for(model.family).qkv_layout)
+
+
 def read_params(
     source: str, family: str, expected: dict[tuple[str, ...], object]
 ) -> dict[tuple[str, ...], np.ndarray]:
     """{path: array in the leaf's dtype} for every expected leaf (anything with .shape and .dtype).
 
-    Errors name the first tensor that is missing, extra or of another shape, with both shapes.
+    Errors name the first tensor that is missing, extra or of another shape, with both shapes. A
+    model without a head (tied to the embedding) ignores an lm_head tensor, as transformers does.
     """
     mapping = weight_map(source)
     maps: dict[str, TensorMap] = {}
@@ -95,7 +113,12 @@ def read_params(
                 "settings against the HF config.json."
             )
         maps[m.hf] = m
-    extra = sorted(n for n in mapping if n not in maps and not n.endswith(_IGNORED_SUFFIXES))
+    ignored = set()
+    if not any(path[0] == "head" for path in expected):
+        ignored.add(mapping_for(family).top.get(("head", "kernel")))
+    extra = sorted(
+        n for n in mapping if n not in maps and n not in ignored and not n.endswith(_IGNORED_SUFFIXES)
+    )
     if extra:
         raise CheckpointError(
             f"The Hugging Face weights in {source} hold '{extra[0]}'"
@@ -124,11 +147,14 @@ def load_hf_params(path: str, cfg: Any, abstract_params: dict) -> dict:
     every array comes back in that leaf's shape and dtype. A folder of another architecture, a
     missing/extra tensor or a shape mismatch raises CheckpointError naming the tensor.
     """
-    family = model_family(cfg.model_type)
+    model = build_model(cfg)
     config = read_hf_folder(path)
-    check_architecture(config, family, path)
-    warn_on_setting_mismatch(config, build_model(cfg).args, path)
-    arrays = read_params(path, family, unrolled_leaves(abstract_params))
+    check_architecture(config, model.family, path)
+    warn_on_setting_mismatch(config, model.args, path)
+    arrays = read_model_params(path, model)
+    like = unrolled_leaves(abstract_params)
+    # Shape problems were named tensor by tensor above; this catches a config that builds another tree.
+    arrays = {k: v.astype(np.dtype(like[k].dtype), copy=False) if k in like else v for k, v in arrays.items()}
     return restack(arrays, abstract_params)
 
 
@@ -147,10 +173,8 @@ def import_hf(path: str, model_type: str | None = None, *, dtype: str = "torch.b
         {"model_type": chosen, "model": dict(model, dtype=dtype)}, f"{path}/config.json", log=lambda *a: None
     )
     built = build_model(cfg)
-    abstract = abstract_params(built)
     check_architecture(config, built.family, path)
-    arrays = read_params(path, built.family, unrolled_leaves(abstract))
-    return restack(arrays, abstract), cfg
+    return restack(read_model_params(path, built), abstract_params(built)), cfg
 
 
 def describe_model(cfg: Any) -> str:
@@ -161,16 +185,32 @@ def describe_model(cfg: Any) -> str:
         "hidden_size",
         "num_attention_heads",
         "num_kv_attention_heads",
+        "head_dim",
         "vocab_size",
         "mlp_ratio",
         "multiple_of",
         "no_bias",
+        "qkv_bias",
+        "o_bias",
         "norm_type",
         "layer_norm_epsilon",
         "rope_base",
         "use_dynamic_ntk_rope",
         "max_position_embeddings",
         "apply_post_layer_norm",
+        "tie_word_embeddings",
+        "use_swiglu",
+        "add_unit_offset",
+        "qk_norm",
+        "norm_head",
+        "use_sliding_window",
+        "sliding_window",
+        "max_window_layers",
     )
-    body = ",\n".join(f"    {k}={getattr(m, k)!r}" for k in keys)
+    defaults = ModelConfig()
+    # Keys left at their default are left out, except the sizes every config states.
+    always = keys[:9]
+    body = ",\n".join(
+        f"    {k}={getattr(m, k)!r}" for k in keys if k in always or getattr(m, k) != getattr(defaults, k)
+    )
     return f'model_type = "{cfg.model_type}"\nmodel = dict(\n{body},\n)'

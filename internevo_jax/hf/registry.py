@@ -1,7 +1,7 @@
 """Model family -> its Hugging Face layout (`HFMapping`).
 
-Every module in internevo_jax/hf/families/ that defines `MAPPING` is registered when this module
-is imported; `register_mapping` adds (or replaces) a layout declared elsewhere, e.g. for a user's
+Every module in internevo_jax/hf/families/ that defines `MAPPING` (or a tuple `MAPPINGS`) is
+registered when this module is imported; `register_mapping` adds (or replaces) a layout declared elsewhere, e.g. for a user's
 own model family.
 """
 
@@ -27,9 +27,11 @@ def register_mapping(mapping: HFMapping) -> HFMapping:
 def _register_builtin() -> None:
     # Found by listing the folder, so a new family needs its mapping file and nothing else.
     for info in sorted(pkgutil.iter_modules(families.__path__), key=lambda m: m.name):
-        mapping = getattr(importlib.import_module(f"{families.__name__}.{info.name}"), "MAPPING", None)
-        if isinstance(mapping, HFMapping):
-            register_mapping(mapping)
+        module = importlib.import_module(f"{families.__name__}.{info.name}")
+        found = [getattr(module, "MAPPING", None), *getattr(module, "MAPPINGS", ())]
+        for mapping in found:
+            if isinstance(mapping, HFMapping):
+                register_mapping(mapping)
 
 
 def mappings() -> list[HFMapping]:

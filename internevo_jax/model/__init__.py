@@ -1,6 +1,7 @@
 """Models (InternLM family), their layers, attention backends and the model registry.
 
-model = build_model(cfg)          # model_type INTERNLM, INTERNLM2 (alias INTERNLM2_PUBLIC) or LLAMA2
+model = build_model(cfg)          # model_type INTERNLM, INTERNLM2 (INTERNLM2_PUBLIC), INTERNLM3, LLAMA2
+                                  # (LLAMA), QWEN2, QWEN3, GEMMA or BAICHUAN2 (docs/model.md)
 variables = model.init(rng, input_ids, positions, segment_ids)
 logits = model.apply(variables, input_ids, positions, segment_ids)
 """
@@ -8,6 +9,7 @@ logits = model.apply(variables, input_ids, positions, segment_ids)
 from internevo_jax.model.args import (
     INTERNEVO_02_INIT,
     INTERNLM_INIT,
+    FamilyDefaults,
     InitStds,
     ModelArgs,
     check_supported,
@@ -19,12 +21,15 @@ from internevo_jax.model.attention import (
     detect_platform,
     select_attention_backend,
 )
+from internevo_jax.model.baichuan2 import Baichuan2
 from internevo_jax.model.block import Attention, DecoderBlock
 from internevo_jax.model.causal_lm import CausalLM
+from internevo_jax.model.gemma import Gemma
 from internevo_jax.model.internlm import InternLM
-from internevo_jax.model.internlm2 import InternLM2
+from internevo_jax.model.internlm2 import InternLM2, InternLM3
 from internevo_jax.model.llama2 import Llama2
 from internevo_jax.model.params import abstract_params, in_layout_of, is_scanned, stack_layers, unstack_layers
+from internevo_jax.model.qwen import Qwen2, Qwen3
 from internevo_jax.model.registry import (
     MODEL_REGISTRY,
     build_model,
@@ -42,12 +47,18 @@ __all__ = [
     "MODEL_REGISTRY",
     "REMAT_POLICIES",
     "Attention",
+    "Baichuan2",
     "CausalLM",
     "DecoderBlock",
+    "FamilyDefaults",
+    "Gemma",
     "InitStds",
     "InternLM",
     "InternLM2",
+    "InternLM3",
     "Llama2",
+    "Qwen2",
+    "Qwen3",
     "ModelArgs",
     "abstract_params",
     "attention_backend_name",

@@ -12,7 +12,18 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from internevo_jax.names import NORM_TYPES, REMAT_FULL, REMAT_POLICY_NAMES, RMSNORM
+from internevo_jax.names import (
+    GELU,
+    MLP_ACTIVATIONS,
+    NORM_TYPES,
+    QKV_GROUPED,
+    QKV_LAYOUTS,
+    QKV_SEPARATE,
+    REMAT_FULL,
+    REMAT_POLICY_NAMES,
+    RMSNORM,
+    SILU,
+)
 
 # InternEvo's InternLM1 init (modeling_internlm.py): embedding/head 0.0052; Wqkv, w1, w3 0.006;
 # wo and w2 0.006 / sqrt(2 * (layer + 1)) with use_scaled_init, else a flat 0.0015.
@@ -37,6 +48,23 @@ INTERNEVO_02_INIT = InitStds(0.02, 0.02, 0.02, 0.02)
 
 
 @dataclasses.dataclass(frozen=True)
+class FamilyDefaults:
+    """A model family's answers to the model keys a config may leave unset (None).
+
+    None here too means "follow no_bias" for the biases. `fused_layout` is how the family stores
+    one fused wqkv (model.enable_qkv_fusion=True); `qkv_fusion` whether it does by default.
+    """
+
+    qkv_bias: bool | None = None
+    o_bias: bool | None = None
+    qkv_fusion: bool = False
+    fused_layout: str = QKV_GROUPED
+    qk_norm: bool = False
+    tie_embeddings: bool = False
+    norm_head: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelArgs:
     """Everything a decoder model needs to know; docs/model.md describes each field."""
 
@@ -56,9 +84,18 @@ class ModelArgs:
     dynamic_ntk: bool = False
     max_position_embeddings: int = 2048
     rope_scaling_factor: float = 1.0
-    fused_qkv: bool = False  # InternLM2's wqkv: per kv group, its query heads, then k, then v
+    qkv_layout: str = QKV_SEPARATE  # names.QKV_LAYOUTS: wq/wk/wv, or one wqkv (grouped or concat)
     qkv_bias: bool = True
     out_bias: bool = True
+    # RoPE rotates adjacent lanes (2i, 2i+1) of each q/k head (InternEvo's qk_interleaved=True:
+    # the checkpoint keeps the original column order) instead of the halves (i, i + D/2: HF's).
+    qk_interleaved: bool = False
+    qk_norm: bool = False  # RMSNorm over head_dim of every q and k head, before RoPE (Qwen3)
+    norm_unit_offset: bool = False  # RMSNorm scales by (1 + w), w starting at 0 (Gemma)
+    mlp_activation: str = SILU  # names.MLP_ACTIVATIONS: SwiGLU or GeGLU
+    tie_embeddings: bool = False  # the head is the embedding table, transposed
+    embed_scale: bool = False  # the embedding output is multiplied by sqrt(hidden_size) (Gemma)
+    norm_head: bool = False  # the head's vocab rows are L2-normalised before use (Baichuan2)
     post_norm: bool = False
     final_norm: bool = True  # InternEvo drops the final norm of post-norm InternLM2 / LLaMA2
     residual_in_fp32: bool = False
@@ -82,6 +119,8 @@ class ModelArgs:
     # Keys further back than this many tokens (counting the query itself) are not attended
     # (Qwen2 / Mistral sliding-window attention); None: the whole causal prefix.
     sliding_window: int | None = None
+    # Only layers with index >= max_window_layers use the sliding window (Qwen2's meaning).
+    max_window_layers: int = 0
     # Packed rows are whole windows of this many tokens, each its own segment (data.
     # pack_sample_into_one=True; validation rows): attention runs per window with a plain
     # causal mask. 0: segments follow the data. Rows without segment ids are never cut.
@@ -120,6 +159,24 @@ class ModelArgs:
                 f"but it covers {self.checkpoint_layers}; set model.checkpoint to True or False, "
                 "or set scan_layers=False"
             )
+        if self.qkv_layout not in QKV_LAYOUTS:
+            problems.append(f"qkv_layout {self.qkv_layout!r} is not one of {QKV_LAYOUTS}")
+        if self.mlp_activation not in MLP_ACTIVATIONS:
+            problems.append(f"mlp_activation {self.mlp_activation!r} is not one of {MLP_ACTIVATIONS}")
+        if self.tie_embeddings and self.norm_head:
+            problems.append("a normalised head (norm_head) cannot be tied to the embedding table")
+        if (
+            self.scan_layers
+            and self.sliding_window is not None
+            and 0 < self.max_window_layers < self.num_layers
+        ):
+            # One scanned body runs every layer: a static window cannot differ between layers.
+            problems.append(
+                f"scan_layers=True (needed by pipeline parallelism) runs one layer definition for all "
+                f"{self.num_layers} layers, but the sliding window covers only layers {self.max_window_layers} "
+                f"and up (max_window_layers={self.max_window_layers}); set max_window_layers to 0 (every "
+                f"layer windowed) or >= {self.num_layers} (none), or set scan_layers=False"
+            )
         if self.fixed_window_len < 0:
             problems.append(
                 f"fixed_window_len ({self.fixed_window_len}) must be 0 or a positive window length"
@@ -140,22 +197,44 @@ class ModelArgs:
             return w
         return None
 
+    def layer_window(self, layer: int) -> int | None:
+        """The sliding window of layer `layer` (None: the whole causal prefix)."""
+        return self.sliding_window if layer >= self.max_window_layers else None
+
     @property
     def residual_dtype(self) -> Any:
         """dtype of the residual stream between blocks."""
         return jnp.float32 if self.residual_in_fp32 else self.dtype
 
     @classmethod
-    def from_config(cls, cfg: Any, *, init: InitStds = INTERNLM_INIT, **overrides: Any) -> ModelArgs:
+    def from_config(
+        cls,
+        cfg: Any,
+        *,
+        init: InitStds = INTERNLM_INIT,
+        family: FamilyDefaults | None = None,
+        **overrides: Any,
+    ) -> ModelArgs:
         """Read the model settings of a Config (`cfg.model`, `cfg.use_fp32_norm`, and from
         `cfg.data` whether segments are the fixed seq_len windows).
 
-        `init` holds the model family's default init stds; `overrides` set fields a model type
-        fixes itself (e.g. InternLM2's fused wqkv). Every value comes from the typed config
-        field of the same name (config/schema.py holds the defaults, once).
+        `init` holds the model family's default init stds and `family` its answers to the keys a
+        config may leave unset (None); `overrides` set fields a model type fixes itself (e.g.
+        Gemma's embedding scale). Every other value comes from the typed config field of the same
+        name (config/schema.py holds the defaults, once).
         """
         check_supported(cfg)
         m = cfg.model
+        fam = family or FamilyDefaults()
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        fused = pick(m.enable_qkv_fusion, fam.qkv_fusion)
+        window = int(m.sliding_window) if m.use_sliding_window else None
+        window_layers = int(m.max_window_layers)
+        if window is not None and window_layers >= int(m.num_layers):
+            window, window_layers = None, 0  # no layer reaches the windowed ones
         heads = int(m.num_attention_heads)
         # With use_scaled_init=False InternEvo's InternLM1 gives wo and w2 a flat, smaller std.
         out_default = init.proj if m.use_scaled_init else init.unscaled_out
@@ -177,8 +256,17 @@ class ModelArgs:
             rope_base=float(m.rope_base),
             dynamic_ntk=bool(m.use_dynamic_ntk_rope),
             max_position_embeddings=int(m.max_position_embeddings),
-            qkv_bias=not m.no_bias,
-            out_bias=not m.no_bias,
+            qkv_layout=fam.fused_layout if fused else QKV_SEPARATE,
+            qkv_bias=bool(pick(m.qkv_bias, pick(fam.qkv_bias, not m.no_bias))),
+            out_bias=bool(pick(m.o_bias, pick(fam.o_bias, not m.no_bias))),
+            qk_interleaved=bool(m.qk_interleaved),
+            qk_norm=bool(pick(m.qk_norm, fam.qk_norm)),
+            norm_unit_offset=bool(m.add_unit_offset),
+            mlp_activation=SILU if m.use_swiglu else GELU,
+            tie_embeddings=bool(pick(m.tie_word_embeddings, fam.tie_embeddings)),
+            norm_head=bool(m.norm_head or fam.norm_head),
+            sliding_window=window,
+            max_window_layers=window_layers,
             residual_in_fp32=bool(m.residual_in_fp32),
             embed_grad_scale=float(m.embed_grad_scale),
             embed_init_std=std(m.embedding_init_std, init.embed),
@@ -203,11 +291,9 @@ class ModelArgs:
 
 # (setting, value that is implemented, why a different value is refused)
 _UNSUPPORTED = (
-    ("use_swiglu", True, "only the SwiGLU MLP is implemented (InternEvo's GELU MLP is not)"),
     ("drop_rate", 0, "dropout is not implemented"),
     ("attn_drop_rate", 0, "attention dropout is not implemented"),
     ("init_type", "normal", "only normal initialisation is implemented"),
-    ("norm_head", False, "the normalised output head is not implemented"),
 )
 
 

@@ -1,7 +1,9 @@
-"""The decoder layer shared by the InternLM-family models: attention and the decoder block.
+"""The decoder layer shared by every dense model family: attention and the decoder block.
 
-InternLM1 uses it with q/k/v/o biases and pre-norm; LLaMA2 with separate wq/wk/wv and grouped kv
-heads; InternLM2 with one fused `wqkv` projection in its per-kv-group layout.
+The families differ only in `ModelArgs` options: InternLM1 uses q/k/v/o biases; LLaMA2 separate
+wq/wk/wv with grouped kv heads; InternLM2 one fused `wqkv` in its per-kv-group layout; Baichuan2
+one fused wqkv of all q, then all k, then all v; Qwen2 biases on q/k/v only; Qwen3 per-head q/k
+RMSNorm; Gemma a head_dim apart from hidden / heads.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from internevo_jax.model.args import ModelArgs
 from internevo_jax.model.attention import choice_for_args
 from internevo_jax.model.layers import (
     FeedForward,
+    RMSNorm,
     apply_rotary,
     dense,
     make_norm,
@@ -23,7 +27,7 @@ from internevo_jax.model.layers import (
     rope_tables,
     softmax_scale,
 )
-from internevo_jax.names import ACT_EMBED, ACT_HEADS, EMBED, HEADS, KV_HEADS
+from internevo_jax.names import ACT_EMBED, ACT_HEADS, EMBED, HEADS, KV_HEADS, QKV_GROUPED, QKV_SEPARATE
 
 
 def split_grouped_qkv(qkv: jax.Array, num_heads: int, num_kv_heads: int, head_dim: int):
@@ -39,16 +43,29 @@ def split_grouped_qkv(qkv: jax.Array, num_heads: int, num_kv_heads: int, head_di
     return q, grouped[:, :, :, groups], grouped[:, :, :, groups + 1]
 
 
+def split_concat_qkv(qkv: jax.Array, num_heads: int, num_kv_heads: int, head_dim: int):
+    """A fused [q | k | v] projection (Baichuan2's W_pack) [B, T, (Hq+2Hkv)*D] -> q, k, v heads."""
+    b, t, _ = qkv.shape
+    q_width, kv_width = num_heads * head_dim, num_kv_heads * head_dim
+    q, k, v = jnp.split(qkv, [q_width, q_width + kv_width], axis=-1)
+    return (
+        q.reshape(b, t, num_heads, head_dim),
+        k.reshape(b, t, num_kv_heads, head_dim),
+        v.reshape(b, t, num_kv_heads, head_dim),
+    )
+
+
 def project_qkv(a: ModelArgs, x: jax.Array):
     """q [B, T, Hq, D], k and v [B, T, Hkv, D] before RoPE; call inside a compact module."""
     b, t, _ = x.shape
-    if a.fused_qkv:
-        # One kernel column block per kv group: tensor-parallel splits of "heads" that divide
-        # the kv head count keep whole groups together, as InternEvo's wqkv split does.
+    if a.qkv_layout != QKV_SEPARATE:
+        # Grouped: one kernel column block per kv group, so tensor-parallel splits of "heads" that
+        # divide the kv head count keep whole groups together, as InternEvo's wqkv split does.
         init = normal_init(a.qkv_init_std, (EMBED, HEADS))
-        width = a.num_kv_heads * (a.num_heads // a.num_kv_heads + 2) * a.head_dim
+        width = (a.num_heads + 2 * a.num_kv_heads) * a.head_dim
         qkv = dense(a, width, init, use_bias=a.qkv_bias, bias_name=HEADS, name="wqkv")(x)
-        return split_grouped_qkv(qkv, a.num_heads, a.num_kv_heads, a.head_dim)
+        split = split_grouped_qkv if a.qkv_layout == QKV_GROUPED else split_concat_qkv
+        return split(qkv, a.num_heads, a.num_kv_heads, a.head_dim)
     q_init = normal_init(a.qkv_init_std, (EMBED, HEADS))
     kv_init = normal_init(a.qkv_init_std, (EMBED, KV_HEADS))
     kv_width = a.num_kv_heads * a.head_dim
@@ -70,7 +87,8 @@ def to_windows(x: jax.Array, window: int) -> jax.Array:
 
 
 class Attention(nn.Module):
-    """Causal self-attention: wq/wk/wv (or InternLM2's fused wqkv), wo, RoPE, pluggable backend.
+    """Causal self-attention: wq/wk/wv (or a fused wqkv), optional q/k norms, wo, RoPE, pluggable
+    backend; a sliding window when `args.sliding_window` is set (the args of this layer).
 
     Packed rows made of fixed windows (`args.window_for(T)`, e.g. data.pack_sample_into_one=True)
     run attention on the windows as rows of their own with a plain causal mask: the same maths as
@@ -90,10 +108,13 @@ class Attention(nn.Module):
         a = self.args
         b, t, _ = x.shape
         q, k, v = project_qkv(a, x)
+        if a.qk_norm:
+            q = RMSNorm(a, features=a.head_dim, name="q_norm")(q)
+            k = RMSNorm(a, features=a.head_dim, name="k_norm")(k)
 
         cos, sin = rope_tables(a, positions)
-        q = nn.with_logical_constraint(apply_rotary(q, cos, sin), ACT_HEADS)
-        k = nn.with_logical_constraint(apply_rotary(k, cos, sin), ACT_HEADS)
+        q = nn.with_logical_constraint(apply_rotary(q, cos, sin, a.qk_interleaved), ACT_HEADS)
+        k = nn.with_logical_constraint(apply_rotary(k, cos, sin, a.qk_interleaved), ACT_HEADS)
         v = nn.with_logical_constraint(v, ACT_HEADS)
 
         # Only packed rows: segment_ids=None is one unpacked sequence per row (generation).

@@ -1,12 +1,12 @@
 """The decoder-only language model shared by every model type: embedding -> decoder blocks ->
-(final norm) -> untied head. Model types subclass `CausalLM` and say how they read the config
-and, if theirs differs, which block class they stack.
+(final norm) -> head (its own kernel, or the embedding table when tied). Model types subclass
+`CausalLM` and say how they read the config and, if theirs differs, which block class they stack.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -24,9 +24,11 @@ def decoder_layers(args: ModelArgs, block_cls: type[nn.Module]) -> nn.Module | l
 
     Unrolled (default): a list, which flax names layers_0 .. layers_{L-1}, one parameter set
     each; the first `args.remat_layers` are rematerialised. scan_layers: one scanned module whose
-    parameters carry a leading [L] axis (logical name "layers"), called with the layer ids [L].
+    parameters carry a leading [L] axis (logical name "layers"), called with the layer ids [L]
+    (ModelArgs refuses a scan over layers whose sliding windows differ).
     """
     if args.scan_layers:
+        args = layer_args(args, 0)
         body = block_cls
         if args.remat_layers:
             body = remat_block(body, args.remat_policy, in_scan=True)
@@ -40,11 +42,21 @@ def decoder_layers(args: ModelArgs, block_cls: type[nn.Module]) -> nn.Module | l
         )
         return scanned(args, scan_mode=True)
     remat_cls = remat_block(block_cls, args.remat_policy, in_scan=False)
-    return [(remat_cls if i < args.remat_layers else block_cls)(args) for i in range(args.num_layers)]
+    return [
+        (remat_cls if i < args.remat_layers else block_cls)(layer_args(args, i))
+        for i in range(args.num_layers)
+    ]
+
+
+def layer_args(args: ModelArgs, layer: int) -> ModelArgs:
+    """The args layer `layer` runs with: its own sliding window (Qwen2's max_window_layers)."""
+    window = args.layer_window(layer)
+    return args if window == args.sliding_window else dataclasses.replace(args, sliding_window=window)
 
 
 class CausalLM(nn.Module):
-    """embedding -> decoder blocks -> norm (unless `args.final_norm` is off) -> head.
+    """embedding -> decoder blocks -> norm (unless `args.final_norm` is off) -> head (the
+    embedding table transposed when `args.tie_embeddings`).
 
     Call with input_ids, positions, segment_ids, all [B, T] int32 (positions restart at 0 in
     every packed segment; segment id 0 marks padding). positions=None means 0..T-1 and
@@ -56,8 +68,8 @@ class CausalLM(nn.Module):
     `hidden` is `stage(embed(...))`; `head_inputs` replaces `logits` for a loss that applies
     the head itself (the chunked cross-entropy).
 
-    `family` names the parameter layout (what the HF converters key on): "INTERNLM",
-    "INTERNLM2" or "LLAMA2". `block_cls` is the layer a model type stacks: a Module taking
+    `family` names the parameter layout (what the HF converters key on, hf/families/): "INTERNLM",
+    "INTERNLM2", "LLAMA2", "QWEN2", ... `block_cls` is the layer a model type stacks: a Module taking
     `(args, scan_mode=...)`, called with (x, positions, segment_ids, layer_idx), returning
     (out, None) when scan_mode is set (see `DecoderBlock`).
     """
@@ -72,7 +84,8 @@ class CausalLM(nn.Module):
         self.layers = decoder_layers(a, self.block_cls)
         if a.final_norm:
             self.norm = make_norm(a)
-        self.head = Head(a)
+        if not a.tie_embeddings:
+            self.head = Head(a)
 
     def __call__(
         self,
@@ -114,9 +127,9 @@ class CausalLM(nn.Module):
 
     def logits(self, x: jax.Array) -> jax.Array:
         """hidden [B, T, hidden] -> logits [B, T, vocab]: the final norm (if any), then the head."""
-        if self.args.final_norm:
-            x = self.norm(x)
-        return nn.with_logical_constraint(self.head(x), ACT_VOCAB)
+        normed, kernel = self.head_inputs(x)
+        logits = jnp.einsum("btd,dv->btv", normed, kernel, precision=self.args.precision)
+        return nn.with_logical_constraint(logits, ACT_VOCAB)
 
     def head_inputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """hidden [B, T, hidden] -> (the final norm's output [B, T, hidden], the head kernel
@@ -125,7 +138,8 @@ class CausalLM(nn.Module):
         chunk instead."""
         if self.args.final_norm:
             x = self.norm(x)
-        return x.astype(self.args.dtype), self.head.weight()
+        kernel = self.embedding.head_weight() if self.args.tie_embeddings else self.head.weight()
+        return x.astype(self.args.dtype), kernel
 
     def chunk(self, num_layers: int) -> CausalLM:
         """This model with `num_layers` layers: its `stage` runs a pipeline chunk of stacked layers
@@ -143,12 +157,8 @@ class CausalLM(nn.Module):
         return self.clone(args=dataclasses.replace(self.args, fixed_window_len=int(window_len)))
 
 
-def qk_interleaved_note(cfg: Any, model_type: str) -> list[str]:
-    """The start-up note for qk_interleaved=True on models whose RoPE is always rotate-half here."""
-    if not cfg.model.qk_interleaved:
-        return []
-    return [
-        f"model.qk_interleaved=True has no effect for {model_type}: RoPE always rotates the halves of each "
-        "head (HF layout); a model trained either way is the same up to a fixed permutation of the wq/wk "
-        "columns, and checkpoints here are always in the HF layout"
-    ]
+def post_norm_overrides(cfg) -> dict:
+    """InternEvo's apply_post_layer_norm for the families that honour it (INTERNLM2, LLAMA2, QWEN2,
+    ...): post-norm blocks, and then no final norm."""
+    post = bool(cfg.model.apply_post_layer_norm)
+    return {"post_norm": post, "final_norm": not post}

@@ -31,8 +31,4 @@ class InternLM(CausalLM):
                 "model.apply_post_layer_norm=True has no effect for INTERNLM: InternEvo's INTERNLM "
                 "model is always pre-norm (InternLM2 honours it)"
             )
-        if m.qk_interleaved:
-            out.append(
-                "model.qk_interleaved=True has no effect for INTERNLM: its q/k weights are not interleaved"
-            )
         return out

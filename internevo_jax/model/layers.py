@@ -1,4 +1,4 @@
-"""Building blocks shared by the decoder models: norms, rotary embedding, SwiGLU MLP,
+"""Building blocks shared by the decoder models: norms, rotary embedding, gated MLP,
 token embedding, output head, and InternEvo's initialisers.
 
 Parameters are created in `param_dtype` (fp32 master weights) and carry logical axis names;
@@ -8,6 +8,7 @@ computation runs in `dtype` (the compute dtype).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from internevo_jax.model.args import ModelArgs
-from internevo_jax.names import ACT_MLP, EMBED, MLP, NORM, RMSNORM, VOCAB
+from internevo_jax.names import ACT_MLP, EMBED, GELU, GELU_TANH, MLP, NORM, RMSNORM, SILU, VOCAB
 
 
 def normal_init(std: float, names: tuple[str, ...]):
@@ -95,20 +96,27 @@ class RMSNorm(nn.Module):
 
     With `fp32_norm` the weight multiply also runs in fp32 (InternEvo's use_fp32_norm=True);
     otherwise the normalised value is cast to the compute dtype first and multiplied by the
-    weight in that dtype, as InternEvo's RMSNorm does with low-precision weights.
+    weight in that dtype, as InternEvo's RMSNorm does with low-precision weights. With
+    `args.norm_unit_offset` (Gemma) the stored weight w starts at 0 and the scale is 1 + w.
+    `features` overrides the normalised width (q/k norms normalise one head, not hidden).
     """
 
     args: ModelArgs
+    features: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         a = self.args
-        scale = self.param("scale", ones_init((NORM,)), (x.shape[-1],), a.param_dtype)
+        offset = a.norm_unit_offset
+        init = zeros_init((NORM,)) if offset else ones_init((NORM,))
+        scale = self.param("scale", init, (self.features or x.shape[-1],), a.param_dtype)
         xf = x.astype(jnp.float32)
         normed = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + a.norm_eps)
         if a.fp32_norm:
-            return (normed * scale.astype(jnp.float32)).astype(a.dtype)
-        return normed.astype(a.dtype) * scale.astype(a.dtype)
+            w = scale.astype(jnp.float32)
+            return (normed * (1.0 + w if offset else w)).astype(a.dtype)
+        w = scale.astype(a.dtype)
+        return normed.astype(a.dtype) * (1 + w if offset else w)
 
 
 class LayerNorm(nn.Module):
@@ -133,8 +141,13 @@ class LayerNorm(nn.Module):
 
 def make_norm(args: ModelArgs, name: str | None = None) -> nn.Module:
     """The norm selected by `args.norm_type` (no `name` inside `setup`, which names by attribute)."""
-    cls = RMSNorm if args.norm_type == RMSNORM else LayerNorm
-    return cls(args, name=name)
+    if args.norm_type == RMSNORM:
+        return RMSNorm(args, name=name)
+    if args.norm_unit_offset:
+        raise ValueError(
+            "model.add_unit_offset=True needs norm_type='rmsnorm' (it is RMSNorm's (1 + w) scale)"
+        )
+    return LayerNorm(args, name=name)
 
 
 def dynamic_ntk_base(
@@ -176,21 +189,34 @@ def rope_tables(args: ModelArgs, positions: jax.Array) -> tuple[jax.Array, jax.A
     return rotary_tables(positions, args.head_dim, base)
 
 
-def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotate-half (GPT-NeoX / HF Llama) RoPE over the full head dim of x [B, T, H, D].
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool = False) -> jax.Array:
+    """RoPE over the full head dim of x [B, T, H, D], the maths in fp32.
 
-    Pairs are (i, i + D/2), not adjacent lanes; the maths runs in fp32.
+    Rotate-half (GPT-NeoX / HF Llama) pairs lanes (i, i + D/2); `interleaved` (InternEvo's
+    qk_interleaved=True, GPT-J / Meta order) pairs adjacent lanes (2i, 2i + 1). The two are the
+    same model up to a fixed permutation of each head's q/k columns (hf/relayout.py).
     """
-    half = x.shape[-1] // 2
     xf = x.astype(jnp.float32)
-    x1, x2 = xf[..., :half], xf[..., half:]
     c, s = cos[:, :, None, :], sin[:, :, None, :]
-    out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    if interleaved:
+        x1, x2 = xf[..., 0::2], xf[..., 1::2]
+        out = jnp.stack([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).reshape(xf.shape)
+    else:
+        half = x.shape[-1] // 2
+        x1, x2 = xf[..., :half], xf[..., half:]
+        out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
     return out.astype(x.dtype)
 
 
+_ACTIVATIONS = {
+    SILU: nn.silu,
+    GELU: partial(nn.gelu, approximate=False),
+    GELU_TANH: partial(nn.gelu, approximate=True),
+}
+
+
 class FeedForward(nn.Module):
-    """SwiGLU without bias: w2(silu(w1 x) * w3 x).
+    """Gated MLP without bias: w2(act(w1 x) * w3 x), act silu (SwiGLU) or gelu (GeGLU).
 
     w1 = gate_proj, w3 = up_proj, w2 = down_proj in HF terms (InternEvo's current naming).
     """
@@ -204,40 +230,51 @@ class FeedForward(nn.Module):
         up_init = normal_init(a.ffn_up_init_std, (EMBED, MLP))
         gate = dense(a, hidden, up_init, use_bias=False, bias_name=MLP, name="w1")(x)
         up = dense(a, hidden, up_init, use_bias=False, bias_name=MLP, name="w3")(x)
-        h = nn.with_logical_constraint(nn.silu(gate) * up, ACT_MLP)
+        h = nn.with_logical_constraint(_ACTIVATIONS[a.mlp_activation](gate) * up, ACT_MLP)
         down_init = out_proj_init(a, a.ffn_down_init_std, layer_idx, (MLP, EMBED))
         return dense(a, x.shape[-1], down_init, use_bias=False, bias_name=EMBED, name="w2")(h)
 
 
 class Embedding(nn.Module):
     """Token embedding [vocab, hidden]; the lookup runs on fp32 rows, then casts to the
-    residual dtype.
+    residual dtype, then (Gemma, `args.embed_scale`) multiplies by sqrt(hidden) in that dtype.
 
     Gathering before the cast avoids converting the whole table to the compute dtype each step.
+    `attend(x)` is the tied output projection (x @ table.T).
     """
 
     args: ModelArgs
 
-    @nn.compact
-    def __call__(self, input_ids: jax.Array) -> jax.Array:
+    def setup(self):
         a = self.args
-        table = self.param(
+        self.embedding = self.param(
             "embedding",
             normal_init(a.embed_init_std, (VOCAB, EMBED)),
             (a.vocab_size, a.hidden_size),
             a.param_dtype,
         )
+
+    def __call__(self, input_ids: jax.Array) -> jax.Array:
+        a = self.args
         # mode="fill": an id outside the vocabulary gives NaN rows instead of a silently clipped id.
-        return jnp.take(table, input_ids, axis=0, mode="fill").astype(a.residual_dtype)
+        x = jnp.take(self.embedding, input_ids, axis=0, mode="fill").astype(a.residual_dtype)
+        if a.embed_scale:
+            # HF's Gemma rounds the normaliser to the activations' dtype first; so does this.
+            x = x * jnp.asarray(math.sqrt(a.hidden_size), x.dtype)
+        return x
+
+    def head_weight(self) -> jax.Array:
+        """The table as a tied head kernel [hidden, vocab] in the compute dtype."""
+        return self.embedding.T.astype(self.args.dtype)
 
 
 class Head(nn.Module):
     """Untied output projection (hidden -> vocab, no bias), kernel layout (in, out).
 
     InternEvo's head (ScaleColumnParallelLinear, weight_scale=embed_grad_scale) scales the
-    gradient of its weight by embed_grad_scale as well; the forward value is unchanged.
-    `weight()` is the kernel as the projection uses it (compute dtype, gradient scaled), for a
-    loss that applies the head itself (trainer/chunked_loss.py).
+    gradient of its weight by embed_grad_scale as well; the forward value is unchanged. With
+    `args.norm_head` (Baichuan2's NormHead) every vocab column is divided by its L2 norm first.
+    `weight()` is the kernel as the projection uses it (compute dtype, gradient scaled).
     """
 
     args: ModelArgs
@@ -253,11 +290,13 @@ class Head(nn.Module):
 
     def weight(self) -> jax.Array:
         """The kernel [hidden, vocab] in the compute dtype, its gradient scaled by embed_grad_scale."""
-        return scale_grad(self.kernel, self.args.embed_grad_scale).astype(self.args.dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
         a = self.args
-        return jnp.einsum("btd,dv->btv", x.astype(a.dtype), self.weight(), precision=a.precision)
+        kernel = scale_grad(self.kernel, a.embed_grad_scale)
+        if a.norm_head:
+            # torch.nn.functional.normalize: w / max(||w||, 1e-12), in fp32 before the cast.
+            norm = jnp.sqrt(jnp.sum(jnp.square(kernel.astype(jnp.float32)), axis=0, keepdims=True))
+            kernel = kernel / jnp.maximum(norm, 1e-12)
+        return kernel.astype(a.dtype)
 
 
 def softmax_scale(head_dim: int) -> float:

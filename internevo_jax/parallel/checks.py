@@ -47,7 +47,9 @@ def _dims(args, seq_len: int | None) -> dict[str, list[tuple[int, str]]]:
         ],
         VOCAB: [(args.vocab_size, "model.vocab_size")],
         EMBED: [(args.hidden_size, "model.hidden_size")],
-        NORM: [(args.hidden_size, "model.hidden_size")],
+        # q/k norms (Qwen3) are NORM-named too, one head wide.
+        NORM: [(args.hidden_size, "model.hidden_size")]
+        + ([(args.head_dim, "model.head_dim")] if args.qk_norm else []),
         LAYERS: [(args.num_layers, "model.num_layers")],
         ACT_HEADS_DIM: [
             (args.num_heads, "model.num_attention_heads"),

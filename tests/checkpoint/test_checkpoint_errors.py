@@ -74,6 +74,15 @@ def test_checkpoint_of_another_model_names_the_parameter(good):
     assert "model.hidden_size: checkpoint 32, now 64" in text
 
 
+def test_checkpoint_of_the_other_qk_lane_order_is_refused(good):
+    """Same shapes, other RoPE lane order: loading would silently compute another model."""
+    with pytest.raises(CheckpointError) as err:
+        _load(good / "4", content=("model",), qk_interleaved=True)
+    text = str(err.value)
+    assert "trained with model.qk_interleaved=False" in text and "sets model.qk_interleaved=True" in text
+    assert str(good / "4") in text
+
+
 def test_checkpoint_with_other_layer_count(good):
     with pytest.raises(CheckpointError, match="layers_2.* not in the checkpoint"):
         _load(good / "4", content=("model",), num_layers=3)

@@ -106,7 +106,10 @@ def load_state(folder: str) -> dict:
     """{name: torch tensor} of an HF folder (index + shards)."""
     from safetensors.torch import load_file
 
-    with open(os.path.join(folder, "model.safetensors.index.json")) as f:
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if not os.path.exists(index):
+        return load_file(os.path.join(folder, "model.safetensors"))
+    with open(index) as f:
         files = sorted(set(json.load(f)["weight_map"].values()))
     state = {}
     for name in files:

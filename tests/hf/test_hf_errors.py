@@ -59,9 +59,15 @@ def test_wrong_architecture_names_both_sides(internlm2_dir, llama_dir):
 
 def test_unknown_architecture(tmp_path):
     (tmp_path / "config.json").write_text(
-        json.dumps({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"})
+        json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
     )
-    with pytest.raises(CheckpointError, match="Qwen2ForCausalLM.*LlamaForCausalLM .*InternLM2ForCausalLM"):
+    with pytest.raises(CheckpointError, match="GPT2LMHeadModel.*LlamaForCausalLM .*Qwen2ForCausalLM"):
+        import_hf(str(tmp_path))
+
+
+def test_config_json_without_a_size_is_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForCausalLM"]}))
+    with pytest.raises(CheckpointError, match="config.json has no 'hidden_size'"):
         import_hf(str(tmp_path))
 
 

@@ -15,7 +15,17 @@ from internevo_jax.checkpoint.model_files import load_params, save_params
 
 convert2hf, hf2internevo = load_tool("convert2hf"), load_tool("hf2internevo")
 
-MODEL_TYPES = ["INTERNLM", "LLAMA2", "INTERNLM2"]
+# model_type -> (its own model keys, the HF architecture it is written as)
+MODEL_TYPES = {
+    "INTERNLM": ({}, "LlamaForCausalLM"),
+    "LLAMA2": ({}, "LlamaForCausalLM"),
+    "INTERNLM2": ({}, "InternLM2ForCausalLM"),
+    "INTERNLM3": ({}, "InternLM3ForCausalLM"),
+    "QWEN2": ({}, "Qwen2ForCausalLM"),
+    "QWEN3": (dict(head_dim=16), "Qwen3ForCausalLM"),
+    "GEMMA": (dict(head_dim=16, use_swiglu=False, add_unit_offset=True), "GemmaForCausalLM"),
+    "BAICHUAN2": ({}, "BaichuanForCausalLM"),
+}
 
 
 def assert_same_tree(a, b):
@@ -25,9 +35,10 @@ def assert_same_tree(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
 def test_export_import_round_trip_is_exact(tmp_path, model_type, capsys):
-    cfg = tiny_cfg(model_type)
+    model_keys, architecture = MODEL_TYPES[model_type]
+    cfg = tiny_cfg(model_type, **model_keys)
     params = random_params(cfg, seed=1)
     save_params(str(tmp_path / "ckpt"), params, cfg)
     hf_dir, back = tmp_path / "hf", tmp_path / "back"
@@ -59,13 +70,13 @@ def test_export_import_round_trip_is_exact(tmp_path, model_type, capsys):
     assert len(shards) > 1 and all((hf_dir / s).exists() for s in shards)
     assert index["metadata"]["total_size"] == sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
     config = json.loads((hf_dir / "config.json").read_text())
+    assert config["architectures"] == [architecture]
     if model_type == "INTERNLM2":
         assert config["architectures"] == ["InternLM2ForCausalLM"] and config["model_type"] == "internlm2"
         assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_internlm2.InternLM2ForCausalLM"
         assert config["auto_map"]["AutoConfig"] == "configuration_internlm2.InternLM2Config"
         assert "model.layers.1.attention.wqkv.weight" in index["weight_map"]
-    else:
-        assert config["architectures"] == ["LlamaForCausalLM"]
+    elif architecture == "LlamaForCausalLM":
         assert config["attention_bias"] is (model_type == "INTERNLM")
         assert "model.layers.1.mlp.gate_proj.weight" in index["weight_map"]
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # no temporary folder left behind

@@ -54,7 +54,8 @@ def make_cfg(**overrides):
     data = dict(seq_len=24, pack_sample_into_one=False)
     for key, value in overrides.items():
         (top if key in top else data if key in data else m)[key] = value
-    m["head_dim"] = m["hidden_size"] // m["num_attention_heads"]
+    if m.get("head_dim") is None:
+        m["head_dim"] = m["hidden_size"] // m["num_attention_heads"]
     return types.SimpleNamespace(model=types.SimpleNamespace(**m), data=types.SimpleNamespace(**data), **top)
 
 

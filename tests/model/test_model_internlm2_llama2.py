@@ -207,7 +207,9 @@ def test_llama2_ignores_dynamic_ntk_with_a_note():
     cfg = cfg_for("LLAMA2", use_dynamic_ntk_rope=True)
     assert not build_model(cfg).args.dynamic_ntk
     assert any("use_dynamic_ntk_rope" in n for n in model_notes(cfg))
-    assert any("qk_interleaved" in n for n in model_notes(cfg_for("INTERNLM2", qk_interleaved=True)))
+    # qk_interleaved is a real setting now (interleaved RoPE), not a note.
+    assert build_model(cfg_for("INTERNLM2", qk_interleaved=True)).args.qk_interleaved
+    assert model_notes(cfg_for("INTERNLM2", qk_interleaved=True)) == []
 
 
 @pytest.mark.parametrize("model_type", ["INTERNLM2", "LLAMA2"])

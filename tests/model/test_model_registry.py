@@ -16,7 +16,7 @@ def test_internlm_is_registered():
     assert isinstance(build_model(make_cfg()), InternLM)
 
 
-@pytest.mark.parametrize("name", ["INTERNLM3", "internlm", "INTRNLM"])
+@pytest.mark.parametrize("name", ["INTERNLM9", "internlm", "INTRNLM"])
 def test_unknown_model_type_names_the_closest(name):
     with pytest.raises(ValueError) as info:
         build_model(make_cfg(model_type=name))

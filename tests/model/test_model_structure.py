@@ -274,10 +274,10 @@ def test_embed_grad_scale_scales_embedding_and_head_grads_only():
 
 def test_unimplemented_settings_are_refused():
     with pytest.raises(ValueError) as info:
-        build_model(make_cfg(use_swiglu=False, drop_rate=0.1, norm_head=True))
+        build_model(make_cfg(drop_rate=0.1, attn_drop_rate=0.2, init_type="uniform"))
     message = str(info.value)
-    assert "model.use_swiglu=False" in message and "model.drop_rate=0.1" in message
-    assert "model.norm_head=True" in message
+    assert "model.drop_rate=0.1" in message and "model.attn_drop_rate=0.2" in message
+    assert "model.init_type='uniform'" in message
 
 
 def test_ignored_settings_are_reported_as_notes():

@@ -119,3 +119,54 @@ def test_a_step_the_tpu_compiler_refuses_for_memory_does_not_fit():
     assert plan.fits is False and plan.device_memory == int(15.75 * GiB)  # the compiler's figure
     assert plan.temporaries > 40 * GiB and plan.attention == "splash"
     assert "the TPU compiler refused the step: its temporaries need" in plan.report()
+
+
+def dense_params(*, vocab, hidden, layers, heads, kv_heads, head_dim, mlp, tied=False) -> int:
+    """Parameter count of a LLaMA-style decoder (norm weights and biases are under 0.1%)."""
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    return (1 if tied else 2) * vocab * hidden + layers * (attention + 3 * hidden * mlp)
+
+
+@pytest.mark.parametrize(
+    "config, devices, extra, n_params, layout, gathered_parts",
+    [
+        (
+            "7b_qwen2.py",
+            8,
+            [],
+            dense_params(vocab=152064, hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128, mlp=18944),
+            "pipeline=1 data=1 fsdp=8 tensor=1",
+            1,  # ZeRO-1: the bf16 compute copy is whole on every device
+        ),
+        (
+            # Its own layout (isp, weight parallelism over 16) needs 16 devices; on 8 the weight
+            # group is 8, and 8192 tokens per device through 48 layers need activation checkpointing.
+            "8b_internlm3.py",
+            8,
+            ["--set", "parallel.weight.size=8", "--set", "model.checkpoint=True"],
+            dense_params(vocab=128512, hidden=4096, layers=48, heads=32, kv_heads=2, head_dim=128, mlp=10240),
+            "pipeline=1 data=1 fsdp=8 tensor=1",
+            8,  # weight parallelism: the compute copy stays split 8 ways
+        ),
+    ],
+    ids=["qwen2-7b", "internlm3-8b"],
+)
+def test_new_family_plans_at_real_size(config, devices, extra, n_params, layout, gathered_parts):
+    proc = dry_run(
+        "--config", f"configs/{config}", "--devices", str(devices), "--device-memory", "80GB", *extra
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    report = proc.stdout
+    assert f"(mesh {layout})" in report
+    total_fp32 = 4 * n_params / GiB
+    sharded = gib(report, "parameters (fp32 master copy)") * devices
+    assert sharded == pytest.approx(total_fp32, rel=0.01)
+    gathered = gib(report, "weights gathered for compute")
+    assert gathered == pytest.approx(2 * n_params / gathered_parts / GiB, rel=0.01)
+    assert ": fits (headroom" in report
+
+
+def test_internlm3_file_layout_on_too_few_devices_is_one_paragraph():
+    proc = dry_run("--config", "configs/8b_internlm3.py", "--devices", "8", "--device-memory", "80GB")
+    assert proc.returncode != 0
+    assert "parallel.weight.size" in proc.stderr and "16 must divide the data-parallel size 8" in proc.stderr

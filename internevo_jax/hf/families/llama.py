@@ -1,12 +1,9 @@
 """transformers' LlamaForCausalLM: the layout of INTERNLM (InternLM1 = LLaMA with attention_bias=true)
-and LLAMA2."""
+and LLAMA2 (alias LLAMA). Its tensor names are shared by the Qwen, Gemma and InternLM3 layouts."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from internevo_jax.checkpoint.errors import CheckpointError
-from internevo_jax.hf.spec import HFMapping
+from internevo_jax.hf.spec import HFMapping, same_bias
 from internevo_jax.hf.tokenizer import adds_dummy_prefix
 
 TOP = {
@@ -28,16 +25,6 @@ LAYER = {
 }
 
 
-def config_fields(args: Any) -> dict:
-    """LLaMA's own config.json fields."""
-    if args.qkv_bias != args.out_bias:
-        raise CheckpointError(
-            "HF's LlamaForCausalLM has one attention_bias switch for q/k/v and o; this "
-            "model has biases on only some of them, so it cannot be exported."
-        )
-    return {"attention_dropout": 0.0, "mlp_bias": False, "head_dim": args.head_dim}
-
-
 def tokenizer_fields(tokenizer_path: str) -> dict:
     """transformers' LlamaTokenizer, told whether the sentencepiece model adds a dummy prefix."""
     fields: dict = {"tokenizer_class": "LlamaTokenizer", "legacy": True}
@@ -49,20 +36,23 @@ def tokenizer_fields(tokenizer_path: str) -> dict:
     return fields
 
 
+_bias_fields, _read_bias = same_bias("attention_bias", "LlamaForCausalLM")
+
 MAPPING = HFMapping(
     families=("INTERNLM", "LLAMA2"),
     architecture="LlamaForCausalLM",
     hf_model_type="llama",
     top=TOP,
     layer=LAYER,
-    bias_key="attention_bias",
-    config_fields=config_fields,
+    bias_fields=_bias_fields,
+    read_bias=_read_bias,
     tokenizer_fields=tokenizer_fields,
-    model_type_for=lambda bias: "INTERNLM" if bias else "LLAMA2",
+    model_type_for=lambda config: "INTERNLM" if _read_bias(config)[0] else "LLAMA2",
     model_type_hint="LLAMA2 (or INTERNLM when it has attention biases)",
     description="LlamaForCausalLM (InternLM1 with attention_bias=true, LLaMA2)",
     bias_hint=(
         " The HF config's attention_bias and the model's biases disagree: InternLM1 (INTERNLM) has q/k/v/o "
         "biases (attention_bias=true); for a checkpoint without them use LLAMA2 or model.no_bias=True."
     ),
+    extra_config=lambda args: {"attention_dropout": 0.0, "mlp_bias": False},
 )
