@@ -76,9 +76,10 @@ def summarise(events: list[dict], names: dict, top: int) -> str:
     else:
         return "\n".join([*lines, "", "(no step executions found on the device threads)"])
     # the train step is the long program; small ones (a scalar put on the device) are left out.
-    # The bar is the median of the longer half, so one slow step does not hide the others.
+    # The bar is the lower median of the longer half, so one slow step does not hide the others
+    # (with three steps, the plain median of the longer half would be the slowest one).
     longer_half = sorted(e["dur"] for e in runs)[len(runs) // 2 :]
-    typical = longer_half[len(longer_half) // 2]
+    typical = longer_half[(len(longer_half) - 1) // 2]
     runs = [e for e in runs if e["dur"] >= 0.1 * typical]
     gaps = [b["ts"] - (a["ts"] + a["dur"]) for a, b in zip(runs, runs[1:])]
     lines += ["", f"Executions of the step (`{marker}`): {len(runs)}", ""]

@@ -68,8 +68,8 @@ def test_missing_train_folder(tmp_path):
 
 
 def test_unknown_model_type():
-    proc = run_train(["--config", SFT, *sets(*TINY, "model_type='INTERNLM3'")])
-    assert_user_error(proc, "INTERNLM3", "INTERNLM")
+    proc = run_train(["--config", SFT, *sets(*TINY, "model_type='INTERNLM9'")])
+    assert_user_error(proc, "INTERNLM9", "INTERNLM")
 
 
 @pytest.mark.parametrize("backend", ["cudnn"])

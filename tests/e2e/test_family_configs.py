@@ -91,6 +91,7 @@ def test_new_family_learns_the_demo_data(demo_data, tmp_path, model_type):
             "model.num_layers=2",
             "model.hidden_size=128",
             "data.seq_len=128",
+            "data.num_worker=0",
             f"data.train_folder='{demo_data}/train'",
             f"data.tokenizer_path='{demo_data}/tokenizer.model'",
             "data.valid_every=0",

@@ -27,8 +27,9 @@ def assert_same(run, ref):
     got, want = jax.device_get(run.state.params), jax.device_get(ref.state.params)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
         # Adam divides by sqrt(v): a near-zero gradient summed in another order can move a weight by
-        # ~1e-5 at lr 1e-3; a wrong gradient moves weights by ~lr per step.
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=3e-5, err_msg=jax.tree_util.keystr(path))
+        # a few 1e-5 at lr 1e-3 (3.9e-5 on one embedding entry under the pipeline, seen on 2-core
+        # x86 CPUs); a wrong gradient moves weights by ~lr per step.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=6e-5, err_msg=jax.tree_util.keystr(path))
 
 
 def test_packed_step_one_device(reference, batches):

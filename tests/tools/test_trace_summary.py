@@ -46,7 +46,9 @@ def test_profile_of_a_run_is_summarised(tmp_path):
     events, names = tool.load_events(path)
     report = tool.summarise(events, names, top=5)
     assert "| op (numeric suffix dropped) | time (ms) | share |" in report
-    # steps 6, 7 and 8 are traced: three executions of the step, and the gaps between them
+    # steps 6, 7 and 8 are traced: executions of the step, and the gaps between them. The CPU
+    # profiler starts collecting a moment after start_trace returns, so a 3 ms step queued right
+    # after it is sometimes missed (seen in about half the runs on 2 cores): at least two remain.
     assert "Executions of the step" in report
     count = int(re.search(r"Executions of the step \(`.*`\): (\d+)", report).group(1))
-    assert count >= 3, report
+    assert count >= 2, report
