@@ -6,11 +6,11 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.names import GELU, GELU_TANH, QKV_SEPARATE, SILU
 
-# config.json's hidden_act for each of our MLP activations, and back (HF spells tanh-gelu several ways).
+# config.json's hidden_act for each of our MLP activations (a family's `activations` say what it reads).
 HF_ACTIVATION = {SILU: "silu", GELU: "gelu", GELU_TANH: "gelu_pytorch_tanh"}
-ACTIVATION_OF_HF = {"silu": SILU, "swish": SILU, "gelu_pytorch_tanh": GELU_TANH, "gelu_new": GELU_TANH}
 
 # What LLaMA-style HF classes hard-wire: the ModelArgs fields a class cannot switch, with their
 # value there. A family's `fixed` starts from this and changes what its class does differently.
@@ -39,8 +39,6 @@ def same_bias(
     """(bias_fields, read_bias) for classes with one switch `key` for q/k/v and o biases alike."""
 
     def fields(args: Any) -> dict:
-        from internevo_jax.checkpoint.errors import CheckpointError
-
         if args.qkv_bias != args.out_bias:
             raise CheckpointError(
                 f"HF's {architecture} has one {key} switch for q/k/v and o; this model has biases on only "

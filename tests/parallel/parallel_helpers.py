@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from internevo_jax.config import config_from_dict, parallel_sizes
 from internevo_jax.model import build_model
@@ -102,3 +103,30 @@ def run_steps(cfg, devices, batches) -> Run:
         state, metrics = compiled(state, batch, jnp.int32(i))
         losses.append(float(metrics["loss"]))
     return Run(losses, state, shardings, mesh, rules, compiled.as_text())
+
+
+def assert_same_training(run, ref, atol=5e-6):
+    np.testing.assert_allclose(run.losses, ref.losses, rtol=1e-5)
+    got, want = jax.device_get(run.state.params), jax.device_get(ref.state.params)
+    # Adam divides by sqrt(v): a near-zero gradient summed in another order can move a weight by a
+    # few 1e-6 at lr 1e-3 (seen on jax 0.12); a wrong gradient moves it by ~lr per step.
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol, err_msg=jax.tree_util.keystr(path))
+    assert ref.losses[-1] < ref.losses[0]
+
+
+def spec(shardings, *path):
+    """The leaf's PartitionSpec with mesh axes of size 1 dropped (they split nothing)."""
+    node = shardings
+    for key in path:
+        node = node[key]
+    sizes = dict(node.mesh.shape)
+
+    def keep(entry):
+        names = tuple(a for a in ((entry,) if isinstance(entry, str) else entry or ()) if sizes[a] > 1)
+        return names[0] if len(names) == 1 else (names or None)
+
+    entries = [keep(e) for e in node.spec]
+    while entries and entries[-1] is None:
+        entries.pop()
+    return P(*entries)

@@ -4,10 +4,9 @@ devices give the single-device losses and parameters, with the shardings each la
 from __future__ import annotations
 
 import jax
-import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
-from parallel_helpers import fixed_batches, run_steps, tiny_config
+from parallel_helpers import assert_same_training, fixed_batches, run_steps, spec, tiny_config
 
 from internevo_jax.parallel.zero import compute_shardings
 
@@ -26,33 +25,6 @@ def reference(batches):
         "unrolled": run_steps(tiny_config(), jax.devices()[:1], batches),
         "stacked": run_steps(tiny_config(**PIPELINE_MODEL), jax.devices()[:1], batches),
     }
-
-
-def assert_same_training(run, ref, atol=5e-6):
-    np.testing.assert_allclose(run.losses, ref.losses, rtol=1e-5)
-    got, want = jax.device_get(run.state.params), jax.device_get(ref.state.params)
-    # Adam divides by sqrt(v): a near-zero gradient summed in another order can move a weight by a
-    # few 1e-6 at lr 1e-3 (seen on jax 0.12); a wrong gradient moves it by ~lr per step.
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol, err_msg=jax.tree_util.keystr(path))
-    assert ref.losses[-1] < ref.losses[0]
-
-
-def spec(shardings, *path):
-    """The leaf's PartitionSpec with mesh axes of size 1 dropped (they split nothing)."""
-    node = shardings
-    for key in path:
-        node = node[key]
-    sizes = dict(node.mesh.shape)
-
-    def keep(entry):
-        names = tuple(a for a in ((entry,) if isinstance(entry, str) else entry or ()) if sizes[a] > 1)
-        return names[0] if len(names) == 1 else (names or None)
-
-    entries = [keep(e) for e in node.spec]
-    while entries and entries[-1] is None:
-        entries.pop()
-    return P(*entries)
 
 
 def adam_moments(run):

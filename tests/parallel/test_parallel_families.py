@@ -8,8 +8,7 @@ import dataclasses
 import jax
 import pytest
 from jax.sharding import PartitionSpec as P
-from parallel_helpers import fixed_batches, run_steps, tiny_config
-from test_parallel_equivalence import assert_same_training, spec
+from parallel_helpers import assert_same_training, fixed_batches, run_steps, spec, tiny_config
 
 FAMILIES = {
     "QWEN2": dict(num_kv_attention_heads=2),
