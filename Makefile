@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA ?= .cache/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench bench-gpu bench-attention lint clean
+.PHONY: install demo demo-moe test test-fast bench bench-gpu bench-attention bench-moe lint clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,12 @@ demo: install
 	$(PY) tools/build_demo_data.py --out $(DEMO_DATA)
 	rm -rf runs/demo
 	$(PY) -m internevo_jax.train --config configs/demo.py --launcher local
+
+# The same with a mixture-of-experts model: a tiny Mixtral, 4 experts top-2 (configs/demo_moe.py).
+demo-moe: install
+	$(PY) tools/build_demo_data.py --out $(DEMO_DATA)
+	rm -rf runs/demo_moe
+	$(PY) -m internevo_jax.train --config configs/demo_moe.py --launcher local
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
@@ -44,6 +50,11 @@ bench-gpu: install
 # Attention fwd+bwd, every backend side by side (the full case needs a GPU or TPU; --small on CPU).
 bench-attention: install
 	$(PY) benchmarks/attention.py $(BENCH_ARGS)
+
+# The MoE layer fwd+bwd: GShard vs Dropless, 8 and 64 experts, tiled vs ragged_dot grouped matmuls,
+# next to the dense MLP of the active experts' FLOPs (CPU: a few minutes on 2 cores).
+bench-moe: install
+	$(PY) benchmarks/bench_moe.py $(BENCH_ARGS)
 
 lint: install
 	$(PY) -m ruff check internevo_jax tools tests benchmarks examples

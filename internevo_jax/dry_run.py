@@ -231,6 +231,7 @@ def lower_step(cfg: Config, devices: Sequence[jax.Device], *, attention_platform
         label_smoothing=cfg.loss.label_smoothing,
         matmul_precision=cfg.model.matmul_precision,
         ce_chunk_size=cfg.loss.ce_chunk_size,
+        moe_loss_coeff=cfg.loss.moe_loss_coeff,
     )
     shape = (cfg.data.micro_num, env.sizes.dp, cfg.data.packed_length)
     batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding(mesh)) for k in BATCH_KEYS}

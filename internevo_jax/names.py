@@ -12,11 +12,13 @@ from __future__ import annotations
 # "pipeline" / "data" (point-to-point and once-per-step traffic) span hosts.
 PIPELINE = "pipeline"
 DATA = "data"
+EXPERT = "expert"  # expert parallelism: carved out of data parallelism (parallel.expert.size)
 FSDP = "fsdp"
 TENSOR = "tensor"
-MESH_AXES = (PIPELINE, DATA, FSDP, TENSOR)
-# The batch is split over both data-parallel axes (the ZeRO group "fsdp" is part of data parallelism).
-BATCH_AXES = (DATA, FSDP)
+MESH_AXES = (PIPELINE, DATA, EXPERT, FSDP, TENSOR)
+# The batch is split over every data-parallel axis (the expert group and the ZeRO group "fsdp"
+# are parts of data parallelism).
+BATCH_AXES = (DATA, EXPERT, FSDP)
 
 # -- logical axes of parameters ---------------------------------------------------------------------
 VOCAB = "vocab"
@@ -26,6 +28,11 @@ KV_HEADS = "kv_heads"
 MLP = "mlp"
 NORM = "norm"
 LAYERS = "layers"  # the leading axis of stacked (scanned) layer weights
+EXPERTS = "experts"  # the leading axis of stacked expert weights (mixture of experts)
+EXPERT_MLP = "expert_mlp"  # an expert's MLP width
+# The stacked routed-expert weights of an MoE layer, leaves of its params (model/moe/layer.py).
+EXPERT_WEIGHT_NAMES = ("w1", "w2", "w3")
+ROUTER = "router"  # the router's expert-score dimension (never split: every device routes its tokens)
 
 # -- logical axes of activations --------------------------------------------------------------------
 ACT_STAGE = "activation_stage"  # the stage axis of the pipeline schedule's buffers

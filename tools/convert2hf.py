@@ -5,7 +5,9 @@
 
 INTERNLM is written as LlamaForCausalLM with attention_bias=true, LLAMA2 / LLAMA as LlamaForCausalLM,
 QWEN2, QWEN3 and GEMMA as transformers' own classes, INTERNLM2, INTERNLM3 and BAICHUAN2 as their
-remote-code classes (see --remote_code). The folder appears only once complete. See docs/hf.md.
+remote-code classes (see --remote_code); the MoE types MIXTRALMOE, QWEN2MOE and QWEN3MOE as
+MixtralForCausalLM, Qwen2MoeForCausalLM and Qwen3MoeForCausalLM (INTERNLM_MoE has no HF class).
+The folder appears only once complete. See docs/hf.md.
 """
 
 from __future__ import annotations

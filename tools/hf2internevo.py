@@ -4,7 +4,9 @@
         [--overwrite]
 
 Reads LlamaForCausalLM (INTERNLM / LLAMA2 / LLAMA), InternLM2ForCausalLM, InternLM3ForCausalLM,
-Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM and BaichuanForCausalLM folders.
+Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM and BaichuanForCausalLM folders, and the
+mixture-of-experts MixtralForCausalLM (MIXTRALMOE), Qwen2MoeForCausalLM (QWEN2MOE) and
+Qwen3MoeForCausalLM (QWEN3MOE).
 
 Reads config.json and the (sharded) safetensors; writes OUT_DIR/model (fp32 params), OUT_DIR/config
 and the COMMITTED marker, then prints the model settings to put in the training config, which

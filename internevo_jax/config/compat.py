@@ -44,11 +44,6 @@ NO_EFFECT_KEYS = frozenset(
         "model.parallel_output",
         "model.dropout_selective_checkpoint",
         "model.mlp_layer_fusion",
-        "model.top_k",
-        "model.num_shared_experts",
-        "model.moe_use_residual",
-        "model.moe_type",
-        "model.moe_layer_kwargs",
         # parallel
         "parallel.pipeline.interleaved_overlap",
         "parallel.pipeline.mode",
@@ -57,9 +52,11 @@ NO_EFFECT_KEYS = frozenset(
         "parallel.weight.launch_allgather_before",
         "parallel.weight.forward_overlap_per",
         "parallel.tensor.enable_vit",
-        "parallel.expert",
-        "parallel.expert_weight",
-        "parallel.expert_zero1",
+        "parallel.expert_zero1",  # expert parameters follow zero1 like every other parameter
+        "parallel.expert_weight.overlap",
+        "parallel.expert_weight.memory_pool",
+        "parallel.expert_weight.launch_allgather_before",
+        "parallel.expert_weight.forward_overlap_per",
         "parallel.sequence_2D",
         "parallel.gqa",
         # optimizer / schedules / loss
@@ -72,7 +69,6 @@ NO_EFFECT_KEYS = frozenset(
         "lr_scheduler.last_epoch",
         "beta2_scheduler.cur_iter",
         "loss.op_type",
-        "loss.moe_loss_coeff",
         # checkpoint / monitor
         "ckpt.universal_ckpt",
         "monitor.alert.enable_feishu_alert",
@@ -190,6 +186,9 @@ def normalize_parallel(
     out["weight"] = _as_section(
         out.get("weight"), "size", {"size": 1, "overlap": False, "memory_pool": False}, "weight", source
     )
+    for name in ("expert", "expert_weight"):
+        if _is_int(out.get(name)):
+            out[name] = {"size": out[name]}
     pipeline_mode = out["pipeline"].get("mode")
     if isinstance(pipeline_mode, str):
         out["pipeline"]["mode"] = pipeline_mode.upper()

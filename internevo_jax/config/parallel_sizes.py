@@ -10,23 +10,25 @@ from .schema import Config
 
 @dataclass(frozen=True)
 class ParallelSizes:
-    """Sizes of the mesh axes ("pipeline", "data", "fsdp", "tensor"); their product is ``world``."""
+    """Sizes of the mesh axes ("pipeline", "data", "expert", "fsdp", "tensor"); their product is
+    ``world``. The "expert" axis (expert parallelism) is a part of data parallelism."""
 
     world: int
     pipeline: int
     data: int
     fsdp: int
     tensor: int
+    expert: int = 1
 
     @property
     def dp(self) -> int:
-        """The data-parallel size: the batch is split over data x fsdp."""
-        return self.data * self.fsdp
+        """The data-parallel size: the batch is split over data x expert x fsdp."""
+        return self.data * self.expert * self.fsdp
 
     @property
-    def mesh_shape(self) -> tuple[int, int, int, int]:
+    def mesh_shape(self) -> tuple[int, int, int, int, int]:
         """Axis sizes in names.MESH_AXES order."""
-        return (self.pipeline, self.data, self.fsdp, self.tensor)
+        return (self.pipeline, self.data, self.expert, self.fsdp, self.tensor)
 
 
 def parallel_sizes(cfg: Config, world_size: int) -> ParallelSizes:
@@ -87,4 +89,39 @@ def parallel_sizes(cfg: Config, world_size: int) -> ParallelSizes:
                 source=source,
             )
         fsdp = z
-    return ParallelSizes(world=world_size, pipeline=pp, data=dp // fsdp, fsdp=fsdp, tensor=tp)
+    data, ep = dp // fsdp, expert_parallel_size(cfg, dp)
+    # The expert group comes out of the ZeRO group when it divides it (ZeRO then spans both axes:
+    # parallel/rules.py), else out of the rest of data parallelism.
+    if fsdp % ep == 0:
+        fsdp //= ep
+    elif data % ep == 0:
+        data //= ep
+    else:
+        raise ConfigError(
+            f"{source}: parallel.expert.size: the expert-parallel size {ep} divides the data-parallel size "
+            f"{dp} but neither the zero1/weight group {fsdp} nor the rest {data}; choose an expert size that "
+            f"divides {fsdp} or {data}, or change parallel.zero1.size.",
+            key="parallel.expert.size",
+            source=source,
+        )
+    return ParallelSizes(world=world_size, pipeline=pp, data=data, fsdp=fsdp, tensor=tp, expert=ep)
+
+
+def expert_parallel_size(cfg: Config, dp: int) -> int:
+    """InternEvo's expert-parallel size: parallel.expert.size, where -1 (or less) means the
+    data-parallel size; either way at most model.num_experts. 1 for a dense model."""
+    source = cfg.source_path or "<config>"
+    experts = cfg.model.num_experts
+    if experts <= 1:
+        return 1
+    requested = cfg.parallel.expert.size
+    ep = min(dp if requested <= -1 else requested, experts)
+    if ep < 1 or dp % ep or experts % ep:
+        raise ConfigError(
+            f"{source}: parallel.expert.size = {requested} gives an expert-parallel size of {ep}, which must "
+            f"divide both the data-parallel size {dp} (= world / (pipeline x tensor)) and model.num_experts "
+            f"= {experts}; use -1 (as many as fit) or a common divisor of {dp} and {experts}.",
+            key="parallel.expert.size",
+            source=source,
+        )
+    return ep

@@ -193,14 +193,30 @@ class WeightConfig:
 
 
 @dataclass(frozen=True)
+class ExpertConfig:
+    # -1 (or less): the data-parallel size; either way at most model.num_experts (InternEvo's rule)
+    size: int = -1
+    no_tp: bool = False  # True: expert weights are not split over tensor parallelism
+
+
+@dataclass(frozen=True)
+class ExpertWeightConfig:
+    size: int = 1  # > 1: expert weights sharded FSDP-style over the "fsdp" axis (docs/moe.md)
+    overlap: bool = False
+    memory_pool: bool = False
+    launch_allgather_before: str = "wo"
+    forward_overlap_per: str = "layer"
+
+
+@dataclass(frozen=True)
 class ParallelConfig:
     zero1: ZeroConfig = field(default_factory=ZeroConfig)
     tensor: TensorConfig = field(default_factory=TensorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     weight: WeightConfig = field(default_factory=WeightConfig)
     sequence_parallel: bool = False  # derived: tensor.mode in (msp, fsp, isp)
-    expert: dict[str, Any] = field(default_factory=dict)
-    expert_weight: dict[str, Any] = field(default_factory=dict)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    expert_weight: ExpertWeightConfig = field(default_factory=ExpertWeightConfig)
     expert_zero1: dict[str, Any] = field(default_factory=dict)
     sequence_2D: dict[str, Any] = field(default_factory=dict)
     gqa: bool = False

@@ -116,11 +116,20 @@ def _check_model(cfg: Config, c: _Checker) -> None:
     for key in ("drop_rate", "attn_drop_rate"):
         value = getattr(m, key)
         c.require(0.0 <= value < 1.0, f"model.{key}", f"must be in [0, 1), got {value!r}.")
-    c.require(
-        m.num_experts == 1,
-        "model.num_experts",
-        f"is {m.num_experts}; mixture-of-experts models are not supported, use 1.",
-    )
+    c.require(m.num_experts >= 1, "model.num_experts", f"must be 1 (dense) or more, got {m.num_experts}.")
+    if m.num_experts > 1:
+        c.require(
+            1 <= m.top_k <= m.num_experts,
+            "model.top_k",
+            f"is {m.top_k}; each token picks top_k of the model.num_experts = {m.num_experts} experts, so "
+            f"top_k must be between 1 and {m.num_experts}.",
+        )
+        c.require(
+            cfg.parallel.pipeline.size == 1,
+            "parallel.pipeline.size",
+            f"is {cfg.parallel.pipeline.size}; pipeline parallelism of mixture-of-experts models is not "
+            "implemented: use parallel.pipeline.size=1 and spread the experts with parallel.expert.size.",
+        )
     c.require(not m.is_reward, "model.is_reward", "is True; reward-model heads are not supported, use False.")
     c.require(
         not m.deepnorm,
@@ -141,6 +150,17 @@ def _check_parallel(cfg: Config, c: _Checker) -> None:
         "parallel.weight.size",
         f'is {p.weight.size} but weight parallelism needs parallel.tensor.mode="isp" (InternEvo\'s rule), '
         f"the mode is {p.tensor.mode!r}; set weight.size=1, or use zero1=dict(size=..., fsdp=True) to shard weights.",
+    )
+    c.require(
+        p.expert_weight.size >= 1,
+        "parallel.expert_weight.size",
+        f"must be 1 or more, got {p.expert_weight.size}.",
+    )
+    c.require(
+        p.expert_weight.size <= 1 or p.tensor.mode == "isp",
+        "parallel.expert_weight.size",
+        f'is {p.expert_weight.size} but expert weight parallelism needs parallel.tensor.mode="isp" '
+        f"(InternEvo's rule), the mode is {p.tensor.mode!r}; set expert_weight.size=1.",
     )
 
 

@@ -89,6 +89,9 @@ def export_hf(
     family = model_family(cfg.model_type)
     mapping = mapping_for(family)
     check_params_fit(params, model, source)
+    aux_loss_coef = cfg.loss.moe_loss_coeff if model.args.moe is not None else None
+    # What the class cannot express is refused before any tensor is named (tokenizer ids come later).
+    hf_config(model.args, family, dtype=dtype, aux_loss_coef=aux_loss_coef)
     leaves = to_hf(unrolled_leaves(params), model.args, mapping.qkv_layout)
     maps = {
         tensor_map(family, path).hf: (tensor_map(family, path), leaves[path])
@@ -103,7 +106,7 @@ def export_hf(
     os.makedirs(tmp)
     try:
         special = write_tokenizer(tokenizer, tmp, mapping) if tokenizer else None
-        config = hf_config(model.args, family, dtype=dtype, special_ids=special)
+        config = hf_config(model.args, family, dtype=dtype, special_ids=special, aux_loss_coef=aux_loss_coef)
         write_sharded(
             tmp,
             list(maps),

@@ -18,7 +18,7 @@ from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.config import ModelConfig, config_from_dict
 from internevo_jax.hf.config_json import model_settings, read_hf_config, rope_settings
 from internevo_jax.hf.registry import mapping_for, mapping_of_config
-from internevo_jax.hf.relayout import from_hf
+from internevo_jax.hf.relayout import from_hf, split_experts
 from internevo_jax.hf.shards import read_tensors, weight_map
 from internevo_jax.hf.tensors import TensorMap, hf_order, restack, tensor_map, unrolled_leaves
 from internevo_jax.model import abstract_params, build_model
@@ -89,7 +89,9 @@ def hf_layout_model(model: Any) -> Any:
 def read_model_params(source: str, model: Any) -> dict[tuple[str, ...], np.ndarray]:
     """The HF folder's weights as `model`'s unrolled {path: fp32 array}, moved into its layout."""
     canonical = hf_layout_model(model)
-    arrays = read_params(source, model.family, unrolled_leaves(abstract_params(canonical)))
+    # One expected leaf per HF tensor: an MoE layer's stacked experts are cut per expert.
+    expected = split_experts(unrolled_leaves(abstract_params(canonical)), canonical.args)
+    arrays = read_params(source, model.family, expected)
     return from_hf(arrays, model.args, mapping_for(model.family).qkv_layout)
 
 
@@ -206,6 +208,11 @@ def describe_model(cfg: Any) -> str:
         "use_sliding_window",
         "sliding_window",
         "max_window_layers",
+        "num_experts",
+        "top_k",
+        "moe_type",
+        "moe_layer_kwargs",
+        "num_shared_experts",
     )
     defaults = ModelConfig()
     # Keys left at their default are left out, except the sizes every config states.

@@ -1,7 +1,8 @@
 """Model family -> its Hugging Face layout (`HFMapping`).
 
 Every module in internevo_jax/hf/families/ that defines `MAPPING` (or a tuple `MAPPINGS`) is
-registered when this module is imported; `register_mapping` adds (or replaces) a layout declared elsewhere, e.g. for a user's
+registered when this module is imported (and `NO_LAYOUT`, {family: why it has no layout}, words
+the error for a family that has none); `register_mapping` adds (or replaces) a layout declared elsewhere, e.g. for a user's
 own model family.
 """
 
@@ -15,6 +16,7 @@ from internevo_jax.hf import families
 from internevo_jax.hf.spec import HFMapping
 
 _MAPPINGS: dict[str, HFMapping] = {}  # the registration table: model family -> layout
+_NO_LAYOUT: dict[str, str] = {}  # model family -> why transformers has no layout for it
 
 
 def register_mapping(mapping: HFMapping) -> HFMapping:
@@ -32,6 +34,7 @@ def _register_builtin() -> None:
         for mapping in found:
             if isinstance(mapping, HFMapping):
                 register_mapping(mapping)
+        _NO_LAYOUT.update(getattr(module, "NO_LAYOUT", {}))
 
 
 def mappings() -> list[HFMapping]:
@@ -48,10 +51,18 @@ def mapping_for(family: str) -> HFMapping:
     try:
         return _MAPPINGS[family]
     except KeyError:
+        pass
+    if family in _NO_LAYOUT:
+        moe = [f"{m.architecture} (model_type {m.model_type_hint})" for m in mappings() if m.moe is not None]
         raise CheckpointError(
-            f"model_type family {family!r} has no Hugging Face layout; HF conversion supports "
-            f"{', '.join(sorted(_MAPPINGS))}."
-        ) from None
+            f"model_type family {family!r} cannot be converted to or from Hugging Face: {_NO_LAYOUT[family]}. "
+            f"The mixture-of-experts layouts HF conversion reads and writes are {', '.join(moe)}; a model "
+            "of one of those model types can be exported and loaded with transformers."
+        )
+    raise CheckpointError(
+        f"model_type family {family!r} has no Hugging Face layout; HF conversion supports "
+        f"{', '.join(sorted(_MAPPINGS))}."
+    )
 
 
 def mapping_of_config(config: dict, source: str) -> HFMapping:

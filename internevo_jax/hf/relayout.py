@@ -9,15 +9,22 @@ Two differences are permutations of the same numbers, so they are converted, nev
   i and lane 2i + 1 to i + D/2 turns one into the other (a per-head q/k norm's weight moves too).
 
 Both work on the unrolled {path: array} dict of one params tree; kernels are (in, out) here.
+
+A third difference is only one of storage: an MoE layer stacks its experts' weights in one array
+per matrix ([E, H, I] for w1/w3, [E, I, H] for w2), HF classes store one tensor per expert. On the
+HF side of these functions every expert is its own (layers_i, feed_forward, expert_<e>, w1, kernel)
+entry (`split_experts`), stacked back on the way in (`stack_experts`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
-from internevo_jax.names import QKV_CONCAT, QKV_SEPARATE
+from internevo_jax.hf.spec import EXPERT
+from internevo_jax.names import EXPERT_WEIGHT_NAMES, QKV_CONCAT, QKV_SEPARATE
 
 _SEPARATE = ("wq", "wk", "wv")
 
@@ -106,8 +113,59 @@ def relayout(
     return out
 
 
+def _expert_leaf(leaf: Any, e: int) -> Any:
+    """Expert `e` of a stacked [E, ...] array, or one expert's shape for an abstract leaf."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(tuple(leaf.shape[1:]), leaf.dtype)
+    return leaf[e]
+
+
+def split_experts(flat: dict[tuple[str, ...], Any], args: Any) -> dict[tuple[str, ...], Any]:
+    """`flat` with every MoE layer's stacked expert arrays (layers_i, feed_forward, w1) [E, H, I]
+    cut into E entries (layers_i, feed_forward, expert_<e>, w1, kernel) [H, I] (views; abstract
+    leaves (ShapeDtypeStruct) become the shape of one expert). Unchanged for a dense model."""
+    if getattr(args, "moe", None) is None:
+        return flat
+    out = dict(flat)
+    for layer in _layer_prefixes(flat):
+        for name in EXPERT_WEIGHT_NAMES:
+            path = (layer, "feed_forward", name)
+            if path not in out:
+                continue
+            stacked = out.pop(path)
+            for e in range(args.moe.num_experts):
+                out[(layer, "feed_forward", EXPERT.format(e=e), name, "kernel")] = _expert_leaf(stacked, e)
+    return out
+
+
+def stack_experts(flat: dict[tuple[str, ...], Any], args: Any) -> dict[tuple[str, ...], Any]:
+    """The inverse of `split_experts`: per-expert kernels stacked into [E, ...] arrays."""
+    if getattr(args, "moe", None) is None:
+        return flat
+    out = dict(flat)
+    for layer in _layer_prefixes(flat):
+        for name in EXPERT_WEIGHT_NAMES:
+            paths = [
+                (layer, "feed_forward", EXPERT.format(e=e), name, "kernel")
+                for e in range(args.moe.num_experts)
+            ]
+            if paths[0] not in out:
+                continue
+            out[(layer, "feed_forward", name)] = np.stack([np.asarray(out.pop(p)) for p in paths])
+    return out
+
+
 def to_hf(flat: dict, args: Any, hf_layout: str) -> dict:
-    """Our unrolled params -> the HF class's q/k/v layout and lane order."""
+    """Our unrolled params -> the HF class's q/k/v layout, lane order and one entry per expert."""
+    return split_experts(_attention_to_hf(flat, args, hf_layout), args)
+
+
+def from_hf(flat: dict, args: Any, hf_layout: str) -> dict:
+    """Unrolled params read in the HF class's layout -> our model's layout and lane order."""
+    return _attention_from_hf(stack_experts(flat, args), args, hf_layout)
+
+
+def _attention_to_hf(flat: dict, args: Any, hf_layout: str) -> dict:
     return relayout(
         flat,
         args,
@@ -117,8 +175,7 @@ def to_hf(flat: dict, args: Any, hf_layout: str) -> dict:
     )
 
 
-def from_hf(flat: dict, args: Any, hf_layout: str) -> dict:
-    """Unrolled params read in the HF class's layout -> our model's layout and lane order."""
+def _attention_from_hf(flat: dict, args: Any, hf_layout: str) -> dict:
     return relayout(
         flat,
         args,

@@ -53,6 +53,31 @@ def same_bias(
     return fields, read
 
 
+# The component of a layer mapping entry that stands for one expert of an MoE layer; its HF name
+# holds "{e}" (hf/tensors.py fills in the expert's number).
+EXPERT = "expert_{e}"
+
+
+@dataclasses.dataclass(frozen=True)
+class MoELayout:
+    """What an HF mixture-of-experts class stores in config.json besides the dense fields.
+
+    Every layer is an MoE layer here (no dense layers in between): softmax router, top-k experts,
+    and an optional shared expert added through a sigmoid gate (Qwen2-MoE).
+    """
+
+    # config.json keys of the number of routed experts: the first is written, any is read.
+    experts_keys: tuple[str, ...]
+    expert_size_key: str  # config.json key of one expert's hidden size
+    # config.json key of "divide the top-k weights by their sum"; None: the class always does.
+    norm_topk_key: str | None
+    # config.json key of the shared expert's hidden size; None: the class has no shared expert
+    # (when set, the class always has one, added as sigmoid(x @ shared_expert_gate) * shared(x)).
+    shared_size_key: str | None = None
+    # Fields the class reads that have one value here (every layer MoE, no router noise).
+    fixed_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass(frozen=True)
 class HFMapping:
     """One Hugging Face layout and the model families (`model_family(model_type)`) that use it.
@@ -91,3 +116,8 @@ class HFMapping:
     # Logged (with the target folder) when an export copies no modeling code: None when
     # transformers ships the class.
     remote_code_note: str | None = None
+    # Mixture-of-experts classes: their config.json fields (hf/config_json.py). Their layer names
+    # then hold ("feed_forward", "gate") (the router, stored [E, H]) and per-expert modules keyed
+    # with the component "expert_{e}" whose HF name holds "{e}" (hf/relayout.py splits our stacked
+    # [E, ...] expert arrays into one tensor per expert).
+    moe: MoELayout | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from internevo_jax.model.moe.settings import MoEArgs, moe_args_from_config
 from internevo_jax.names import (
     GELU,
     MLP_ACTIVATIONS,
@@ -45,6 +46,8 @@ class InitStds:
 INTERNLM_INIT = InitStds(INTERNLM_EMBED_STD, INTERNLM_EMBED_STD, INTERNLM_PROJ_STD, INTERNLM_UNSCALED_OUT_STD)
 # InternEvo's InternLM2 and LLaMA2 builders default every std to 0.02, scaled or not.
 INTERNEVO_02_INIT = InitStds(0.02, 0.02, 0.02, 0.02)
+# The model types whose layers are mixtures of experts (model/internlm_moe.py, mixtral.py, qwen.py).
+MOE_MODEL_TYPES = ("INTERNLM_MoE", "MIXTRALMOE", "QWEN2MOE", "QWEN3MOE")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,10 @@ class FamilyDefaults:
     qk_norm: bool = False
     tie_embeddings: bool = False
     norm_head: bool = False
+    # Mixture of experts: whether the family has MoE layers (num_experts > 1), and how its shared
+    # experts join the routed ones (model/moe/settings.py SHARED_MIX).
+    moe: bool = False
+    moe_shared_mix: str = "softmax2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +136,8 @@ class ModelArgs:
     # some kernels cannot run (their support checks say so).
     pipeline_chunk: bool = False
     platform: str | None = None
+    # Mixture of experts (model/moe/): every layer's MLP is an MoE layer when set.
+    moe: MoEArgs | None = None
 
     def __post_init__(self):
         problems = []
@@ -184,6 +193,10 @@ class ModelArgs:
         if problems:
             raise ValueError("invalid model settings: " + "; ".join(problems))
 
+    def replace_mlp(self, width: int) -> ModelArgs:
+        """These args with a dense MLP of `width` (an MoE model's shared experts)."""
+        return dataclasses.replace(self, mlp_hidden_size=width, moe=None)
+
     @property
     def remat_layers(self) -> int:
         """How many leading layers are rematerialised (0 when remat_policy is "none")."""
@@ -231,6 +244,17 @@ class ModelArgs:
             return default if value is None else value
 
         fused = pick(m.enable_qkv_fusion, fam.qkv_fusion)
+        moe = None
+        if m.num_experts > 1:
+            if not fam.moe:
+                raise ValueError(
+                    f"model.num_experts={m.num_experts} needs a mixture-of-experts model_type "
+                    f"({', '.join(MOE_MODEL_TYPES)}); model_type {cfg.model_type!r} is dense: set "
+                    "num_experts=1 or choose an MoE model_type"
+                )
+            # InternEvo's routers and shared-expert gates take the flat std of the "other" FFN weights.
+            router_std = init.unscaled_out if m.ffn_other_init_std is None else float(m.ffn_other_init_std)
+            moe = moe_args_from_config(cfg, shared_mix=fam.moe_shared_mix, router_init_std=router_std)
         window = int(m.sliding_window) if m.use_sliding_window else None
         window_layers = int(m.max_window_layers)
         if window is not None and window_layers >= int(m.num_layers):
@@ -284,6 +308,7 @@ class ModelArgs:
             attn_impl=str(m.attn_impl or "auto"),
             use_flash_attn=bool(m.use_flash_attn),
             fixed_window_len=int(cfg.data.seq_len) if cfg.data.pack_sample_into_one else 0,
+            moe=moe,
         )
         values.update(overrides)
         return cls(**values)

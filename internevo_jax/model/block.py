@@ -27,6 +27,7 @@ from internevo_jax.model.layers import (
     rope_tables,
     softmax_scale,
 )
+from internevo_jax.model.moe.layer import MoEFeedForward
 from internevo_jax.names import ACT_EMBED, ACT_HEADS, EMBED, HEADS, KV_HEADS, QKV_GROUPED, QKV_SEPARATE
 
 
@@ -163,7 +164,12 @@ class DecoderBlock(nn.Module):
     ):
         a = self.args
         attention = Attention(a, name="attention")
-        feed_forward = FeedForward(a, name="feed_forward")
+        if a.moe is None:
+            feed_forward = FeedForward(a, name="feed_forward")
+        else:
+            moe_layer = MoEFeedForward(a, name="feed_forward")
+            valid = None if segment_ids is None else segment_ids != 0
+            feed_forward = lambda h, idx: moe_layer(h, idx, valid)  # noqa: E731
         attention_norm = make_norm(a, "attention_norm")
         ffn_norm = make_norm(a, "ffn_norm")
         if a.post_norm:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from internevo_jax.model.args import ModelArgs
 from internevo_jax.model.block import DecoderBlock
 from internevo_jax.model.layers import Embedding, Head, make_norm, scale_grad
+from internevo_jax.model.moe.layer import MOE_COLLECTION
 from internevo_jax.model.remat import remat_block
 from internevo_jax.names import ACT_EMBED, ACT_VOCAB, LAYERS
 
@@ -34,7 +35,7 @@ def decoder_layers(args: ModelArgs, block_cls: type[nn.Module]) -> nn.Module | l
             body = remat_block(body, args.remat_policy, in_scan=True)
         scanned = nn.scan(
             body,
-            variable_axes={"params": 0},
+            variable_axes={"params": 0, MOE_COLLECTION: 0},
             split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast, 0),
             length=args.num_layers,

@@ -208,7 +208,7 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool
     return out.astype(x.dtype)
 
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     SILU: nn.silu,
     GELU: partial(nn.gelu, approximate=False),
     GELU_TANH: partial(nn.gelu, approximate=True),
@@ -230,7 +230,7 @@ class FeedForward(nn.Module):
         up_init = normal_init(a.ffn_up_init_std, (EMBED, MLP))
         gate = dense(a, hidden, up_init, use_bias=False, bias_name=MLP, name="w1")(x)
         up = dense(a, hidden, up_init, use_bias=False, bias_name=MLP, name="w3")(x)
-        h = nn.with_logical_constraint(_ACTIVATIONS[a.mlp_activation](gate) * up, ACT_MLP)
+        h = nn.with_logical_constraint(ACTIVATIONS[a.mlp_activation](gate) * up, ACT_MLP)
         down_init = out_proj_init(a, a.ffn_down_init_std, layer_idx, (MLP, EMBED))
         return dense(a, x.shape[-1], down_init, use_bias=False, bias_name=EMBED, name="w2")(h)
 

@@ -1,5 +1,8 @@
 """Qwen2 (model_type "QWEN2") and the dense Qwen3 ("QWEN3"): LLaMA's decoder with other options.
 
+QWEN2MOE and QWEN3MOE are the same models with mixture-of-experts MLPs (model/moe/): routed
+experts plus, for Qwen2-MoE, shared experts added through a sigmoid gate.
+
 Qwen2 (InternEvo's modeling_qwen2.py): biases on q/k/v but not on o (qkv_bias=True, o_bias=False
 unless the config says otherwise), rope_base 1e6 in its configs, and sliding-window attention on
 the layers from `max_window_layers` on when `use_sliding_window` is set. Qwen3: no biases, an
@@ -41,3 +44,31 @@ class Qwen3(CausalLM):
     @classmethod
     def from_config(cls, cfg: Any) -> CausalLM:
         return _build(cls, cfg, FamilyDefaults(qkv_bias=False, o_bias=False, qk_norm=True))
+
+
+@register_model("QWEN2MOE")
+class Qwen2Moe(CausalLM):
+    """Qwen2-MoE (InternEvo's modeling_qwen2_moe.py): Qwen2 attention, MoE MLPs with shared experts
+    mixed in by sigmoid(Linear(H, 1)(x))."""
+
+    family = "QWEN2MOE"
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> CausalLM:
+        return _build(
+            cls, cfg, FamilyDefaults(qkv_bias=True, o_bias=False, moe=True, moe_shared_mix="sigmoid")
+        )
+
+
+@register_model("QWEN3MOE")
+class Qwen3Moe(CausalLM):
+    """Qwen3-MoE (InternEvo's modeling_qwen3_moe.py): Qwen3 attention with q/k norms and head_dim,
+    MoE MLPs. InternEvo's builder defaults qkv_bias=True (o_bias False), and its qwen3_30B_A3B.py
+    keeps that; HF's Qwen3-MoE has no attention biases (set model.qkv_bias=False for those)."""
+
+    family = "QWEN3MOE"
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> CausalLM:
+        fam = FamilyDefaults(qkv_bias=True, o_bias=False, qk_norm=True, moe=True, moe_shared_mix="sigmoid")
+        return _build(cls, cfg, fam)

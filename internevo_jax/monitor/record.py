@@ -28,10 +28,19 @@ LINE_KEYS = (
 RECORD_KEYS = (*LINE_KEYS, "acc", "perplexity", "mfu")
 
 
+# Keys only some runs have, and the key InternEvo prints each one after: a mixture-of-experts
+# model's auxiliary loss ("loss" is then the cross-entropy alone).
+OPTIONAL_KEYS = {"moe_loss": "grad_norm"}
+_ORDER = tuple(
+    name for key in RECORD_KEYS for name in (key, *(k for k, after in OPTIONAL_KEYS.items() if after == key))
+)
+
+
 def ordered(record: Mapping[str, object]) -> dict[str, object]:
-    """`record` with RECORD_KEYS first in their order, then the other keys as given."""
-    known = set(RECORD_KEYS)
+    """`record` with RECORD_KEYS (and OPTIONAL_KEYS in their places) first in their order, then
+    the other keys as given."""
+    known = set(_ORDER)
     return {
-        **{k: record[k] for k in RECORD_KEYS if k in record},
+        **{k: record[k] for k in _ORDER if k in record},
         **{k: v for k, v in record.items() if k not in known},
     }

@@ -27,8 +27,9 @@ def _fmt(value) -> str:
 
 
 def format_metrics_line(metrics: Mapping[str, object]) -> str:
-    """`key=value,` pairs: InternEvo's keys first in its order, then ours, then any others as given."""
-    return ",".join(f"{k}={_fmt(v)}" for k, v in ordered(metrics).items())
+    """`key=value,` pairs: InternEvo's keys first in its order, then ours, then any others as given.
+    Per-layer lists (an MoE model's moe_load, moe_dropped) are left to the JSONL file."""
+    return ",".join(f"{k}={_fmt(v)}" for k, v in ordered(metrics).items() if not isinstance(v, list))
 
 
 class LineWriter:

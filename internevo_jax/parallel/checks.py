@@ -14,6 +14,9 @@ from internevo_jax.names import (
     ACT_VOCAB_DIM,
     DATA,
     EMBED,
+    EXPERT,
+    EXPERT_MLP,
+    EXPERTS,
     FSDP,
     HEADS,
     KV_HEADS,
@@ -31,6 +34,7 @@ _AXIS_KEYS = {
     FSDP: "the zero1/weight group (parallel.zero1.size / parallel.weight.size)",
     PIPELINE: "parallel.pipeline.size",
     DATA: "the data-parallel size",
+    EXPERT: "parallel.expert.size",
 }
 
 
@@ -58,6 +62,16 @@ def _dims(args, seq_len: int | None) -> dict[str, list[tuple[int, str]]]:
         ACT_MLP_DIM: [(args.mlp_hidden_size, "the MLP width")],
         ACT_VOCAB_DIM: [(args.vocab_size, "model.vocab_size")],
     }
+    if args.moe is not None:
+        dims[EXPERTS] = [(args.moe.num_experts, "model.num_experts")]
+        dims[EXPERT_MLP] = [
+            (
+                args.moe.expert_hidden_size,
+                "the expert MLP width (hidden_size * mlp_ratio, rounded up to multiple_of)",
+            )
+        ]
+        if args.moe.num_shared_experts:
+            dims[MLP].append((args.moe.shared_hidden_size, "the shared experts' MLP width"))
     if seq_len is not None:
         dims[ACT_LENGTH] = [(seq_len, "data.seq_len")]
     return dims

@@ -11,13 +11,13 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 from internevo_jax.config import ParallelSizes
-from internevo_jax.names import FSDP, MESH_AXES
+from internevo_jax.names import BATCH_AXES, MESH_AXES
 
 
 def split_over_hosts(shape: Sequence[int], hosts: int) -> tuple[list[int], list[int]] | None:
     """Split a mesh shape into (per-host shape, across-host shape), hosts on the outer axes.
 
-    The hosts are spread over the outermost axes first ("pipeline", then "data", then "fsdp"),
+    The hosts are spread over the outermost axes first ("pipeline", then "data", "expert", "fsdp"),
     so "tensor" stays inside a host whenever the sizes allow. None when they do not divide.
     """
     inner, outer, left = list(shape), [1] * len(shape), hosts
@@ -73,9 +73,9 @@ def device_grid(shape: Sequence[int], devices: Sequence[jax.Device]) -> np.ndarr
 
 
 def build_mesh(sizes: ParallelSizes, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """Return a Mesh with axes ("pipeline", "data", "fsdp", "tensor") of the given sizes."""
+    """Return a Mesh with axes ("pipeline", "data", "expert", "fsdp", "tensor") of the given sizes."""
     devices = list(jax.devices() if devices is None else devices)
-    shape = (sizes.pipeline, sizes.data, sizes.fsdp, sizes.tensor)
+    shape = sizes.mesh_shape
     if int(np.prod(shape)) != len(devices):
         raise ValueError(
             f"mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} devices, "
@@ -88,15 +88,15 @@ def build_mesh(sizes: ParallelSizes, devices: Sequence[jax.Device] | None = None
 def local_dp_ranks(mesh: Mesh) -> list[int]:
     """Data-parallel ranks (row indices of a batch) whose devices belong to this process.
 
-    A batch row is split over ("data", "fsdp"); rank = data_index * fsdp_size + fsdp_index.
+    A batch row is split over ("data", "expert", "fsdp"), the row-major rank of those indices.
     """
     me = jax.process_index()
-    fsdp = mesh.shape[FSDP]
+    batch_dims = [MESH_AXES.index(axis) for axis in BATCH_AXES]
+    batch_shape = [mesh.devices.shape[d] for d in batch_dims]
     ranks = set()
     for idx in np.ndindex(mesh.devices.shape):
         if mesh.devices[idx].process_index == me:
-            _, data_i, fsdp_i, _ = idx
-            ranks.add(data_i * fsdp + fsdp_i)
+            ranks.add(int(np.ravel_multi_index([idx[d] for d in batch_dims], batch_shape)))
     ordered = sorted(ranks)
     if ordered != list(range(ordered[0], ordered[0] + len(ordered))):
         raise ValueError(f"process {me} owns non-contiguous data-parallel ranks {ordered}")

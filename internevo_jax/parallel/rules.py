@@ -24,6 +24,9 @@ from internevo_jax.names import (
     ACT_VOCAB_DIM,
     BATCH_AXES,
     EMBED,
+    EXPERT,
+    EXPERT_MLP,
+    EXPERTS,
     FSDP,
     HEADS,
     KV_HEADS,
@@ -31,6 +34,7 @@ from internevo_jax.names import (
     MLP,
     NORM,
     PIPELINE,
+    ROUTER,
     TENSOR,
     VOCAB,
 )
@@ -94,14 +98,19 @@ def logical_axis_rules(cfg: Config) -> Rules:
       stream, norms, dropout regions) are split along the sequence over "tensor" instead.
     * isp: weights are not split over "tensor"; the sequence is, through the whole layer,
       except q/k/v and the attention output, which are split by heads (XLA's all-to-all).
-    * zero1.fsdp=True or weight.size > 1: the compute weights are sharded over "fsdp" too.
+    * zero1.fsdp=True or weight.size > 1: the compute weights are sharded over "fsdp" too (and
+      over "expert", which is carved out of the same group: config/parallel_sizes.py).
+    * mixture of experts: expert weights are split over "expert" along their expert axis, and
+      along their MLP width over "tensor" unless parallel.expert.no_tp (or mode "isp").
     """
     par = cfg.parallel
     chunks = _check_pipeline(cfg)
     mode = par.tensor.mode
     tp_weights = None if mode == "isp" else TENSOR
     sequence = TENSOR if mode in SEQUENCE_PARALLEL_MODES else None
-    param_fsdp = FSDP if (par.zero1.fsdp or par.weight.size > 1) else None
+    sharded_weights = par.zero1.fsdp or par.weight.size > 1
+    moe = cfg.model.num_experts > 1
+    expert_tp = None if (par.expert.no_tp or mode == "isp") else TENSOR
     table = (
         # activations; heads/mlp/vocab come before length so that they win "tensor" where both
         # appear in one array (q/k/v, the MLP hidden, the logits)
@@ -118,25 +127,48 @@ def logical_axis_rules(cfg: Config) -> Rules:
         (HEADS, tp_weights),
         (KV_HEADS, tp_weights),
         (MLP, tp_weights),
-        (EMBED, param_fsdp),
+        *(_expert_rules(expert_tp) if moe else ()),
+        *(_sharding_group(EMBED, moe) if sharded_weights else ((EMBED, None),)),
         (NORM, None),
         (LAYERS, PIPELINE),  # stacked layers (scan_layers): each stage holds its own
     )
     return LayoutRules(table, pipeline_chunks=chunks)
 
 
+def _expert_rules(expert_tp: str | None) -> Rules:
+    """An MoE model's parameter axes; they come before EMBED so that an expert weight's embed
+    dimension falls to "fsdp" alone (its expert dimension holds "expert")."""
+    return ((EXPERTS, EXPERT), (EXPERT_MLP, expert_tp), (ROUTER, None))
+
+
+def _is_moe(rules: Rules) -> bool:
+    return any(name == EXPERTS for name, _ in rules)
+
+
+def _sharding_group(name: str, moe: bool) -> Rules:
+    """`name` split over the ZeRO group: "fsdp", and for an MoE model "expert" x "fsdp" (the
+    expert group is carved out of it), or "fsdp" alone where the array's "expert" axis is taken.
+    Flax takes the first rule whose axes are free."""
+    return ((name, (EXPERT, FSDP)), (name, FSDP)) if moe else ((name, FSDP),)
+
+
 def master_axis_rules(rules: Rules) -> Rules:
     """Rules of the fp32 master parameters and optimizer moments: ZeRO-1.
 
-    Every parameter with an embedding (or norm) dimension is sharded over "fsdp" along it,
-    whether or not the compute copy is (a no-op when the fsdp axis has size 1).
+    Every parameter with an embedding (or norm) dimension is sharded over the ZeRO group along
+    it, whether or not the compute copy is (a no-op when those axes have size 1).
     """
-    return tuple((name, FSDP if name in (EMBED, NORM) else axes) for name, axes in rules)
+    out: list = []
+    moe = _is_moe(rules)
+    for name, axes in rules:
+        entries = _sharding_group(name, moe) if name in (EMBED, NORM) else ((name, axes),)
+        out.extend(e for e in entries if e not in out)
+    return tuple(out)
 
 
 def params_sharded_for_compute(rules: Rules) -> bool:
     """True when the compute copy of the weights stays sharded over "fsdp" (FSDP / ZeRO-3)."""
-    return dict(rules).get(EMBED) == FSDP
+    return any(name == EMBED and axes is not None and FSDP in axes for name, axes in rules)
 
 
 def shardings_for(logical_specs, mesh: Mesh, rules) -> object:

@@ -16,21 +16,16 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from internevo_jax.names import FSDP
+from internevo_jax.names import EXPERT_WEIGHT_NAMES, FSDP
 from internevo_jax.parallel.rules import params_sharded_for_compute
 
 
 def _drop_axis(spec: PartitionSpec, axis: str) -> PartitionSpec:
-    out = []
-    for entry in spec:
-        if entry == axis:
-            out.append(None)
-        elif isinstance(entry, tuple):
-            kept = tuple(a for a in entry if a != axis)
-            out.append(kept if len(kept) > 1 else (kept[0] if kept else None))
-        else:
-            out.append(entry)
-    return PartitionSpec(*out)
+    """`spec` without the dimensions split over `axis`: a dimension split over a group containing
+    it (an MoE model's ZeRO group "expert" x "fsdp") is left whole too."""
+    return PartitionSpec(
+        *(None if entry == axis or (isinstance(entry, tuple) and axis in entry) else entry for entry in spec)
+    )
 
 
 def compute_shardings(master_shardings, rules):
@@ -44,7 +39,7 @@ def compute_dtypes(params, args: Any):
     """Per-leaf dtype the layers compute in, or None to keep fp32.
 
     Only leaves the model itself casts before use are cast here, so the numerics are unchanged:
-    matmul kernels (to the compute dtype) and the embedding table (to the residual dtype, which
+    matmul kernels and MoE expert weights (to the compute dtype) and the embedding table (to the residual dtype, which
     is what its looked-up rows become). Norm weights and biases are small and stay fp32.
     """
     if args is None:
@@ -52,7 +47,7 @@ def compute_dtypes(params, args: Any):
 
     def pick(path, _):
         name = getattr(path[-1], "key", None)
-        if name == "kernel":
+        if name == "kernel" or name in EXPERT_WEIGHT_NAMES:
             return args.dtype
         if name == "embedding":
             return args.residual_dtype

@@ -84,7 +84,7 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
     sizes, mesh = trainer.sizes, trainer.mesh
     devices = list(mesh.devices.flat)
     is_logger = jax.process_index() == 0
-    n_dense = dense_params(trainer.state.params)
+    n_dense = dense_params(trainer.state.params, getattr(getattr(trainer.model, "args", None), "moe", None))
     n_total = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(trainer.state.params))
     logger.info("parameters: %.2fM total, %.2fM without the input embedding", n_total / 1e6, n_dense / 1e6)
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from internevo_jax.config import Config
 from internevo_jax.monitor import ordered
+from internevo_jax.names import EXPERT_WEIGHT_NAMES
 
 # Dense bf16 peak FLOP/s per chip, by a substring of jax's device_kind.
 PEAK_FLOPS = (
@@ -46,16 +47,27 @@ def internevo_step_flops(cfg: Config, dp_size: int, micro_num: int | None = None
     return f * ((8 + 4 * 1.5 * m.mlp_ratio) * b * s * h * h + 4 * b * s * s * h) * layers + 6 * b * s * h * v
 
 
-def dense_params(params) -> int:
-    """Parameter count without the input embedding (the N of the MFU formula)."""
+def dense_params(params, moe=None) -> int:
+    """Parameter count without the input embedding (the N of the MFU formula); for an MoE model
+    (`moe`: its MoEArgs) the routed experts count top_k / num_experts of their weights, the ones
+    a token is computed with."""
     import jax
 
-    total = 0
+    total = 0.0
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if any(getattr(k, "key", None) == "embedding" for k in path):
+        keys = [getattr(k, "key", None) for k in path]
+        if "embedding" in keys:
             continue
-        total += int(np.prod(leaf.shape))
-    return total
+        count = float(np.prod(leaf.shape))
+        if (
+            moe is not None
+            and keys[-1] in EXPERT_WEIGHT_NAMES
+            and len(keys) >= 2
+            and keys[-2] == "feed_forward"
+        ):
+            count *= moe.top_k / moe.num_experts
+        total += count
+    return int(total)
 
 
 def model_flops_per_token(cfg: Config, n_dense: int) -> float:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from internevo_jax.model.moe.layer import MOE_COLLECTION
 from internevo_jax.names import PIPELINE
 from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of
 from internevo_jax.parallel import batch_sharding, mesh_context
@@ -19,6 +20,7 @@ from internevo_jax.parallel.pipeline import pipelined_forward
 from internevo_jax.parallel.zero import compute_copy, compute_dtypes, compute_shardings, reduce_layouts
 from internevo_jax.trainer.chunked_loss import chunked_cross_entropy
 from internevo_jax.trainer.loss import cross_entropy, token_stats
+from internevo_jax.trainer.moe_loss import moe_loss_and_metrics
 from internevo_jax.trainer.state import TrainState
 
 MODEL_INPUTS = ("input_ids", "positions", "segment_ids")
@@ -28,9 +30,10 @@ LossFn = Callable[[jax.Array, jax.Array, dict], jax.Array | tuple[jax.Array, dic
 
 # forward(prepare, objective, params, batch, scale) -> (mean gradients, objective outputs stacked
 # over micro-batches): how a step's micro-batches run through the model. `prepare(params)` is the
-# copy the model computes with; `objective(variables, hidden, micro)` -> (loss, token stats,
-# extras) from the hidden states the model's layers leave (its `stage`, before the final norm):
-# the objective applies the head itself, as full logits or inside the chunked loss.
+# copy the model computes with; `objective(variables, hidden, micro, moe_state=None)` -> (loss,
+# token stats, extras) from the hidden states the model's layers leave (its `stage`, before the
+# final norm) and what its MoE layers sowed: the objective applies the head itself, as full
+# logits or inside the chunked loss, and adds the MoE auxiliary loss.
 Forward = Callable[..., tuple[Any, Any]]
 
 
@@ -72,8 +75,9 @@ def scan_micro_batches(model: nn.Module) -> Forward:
     def forward(prepare, objective, params, batch: dict, scale):
         def scaled(p, micro):
             variables = {"params": prepare(p)}
-            hidden = model.apply(variables, *(micro[k] for k in MODEL_INPUTS), method="hidden")
-            out = objective(variables, hidden, micro)
+            inputs = (micro[k] for k in MODEL_INPUTS)
+            hidden, sown = model.apply(variables, *inputs, method="hidden", mutable=[MOE_COLLECTION])
+            out = objective(variables, hidden, micro, sown.get(MOE_COLLECTION))
             return out[0] * scale, out
 
         grad_fn = jax.value_and_grad(scaled, has_aux=True)
@@ -116,6 +120,7 @@ def make_grads_fn(
     num_types: int = 0,
     param_transform: Callable | None = None,
     ce_chunk_size: int = 0,
+    moe_loss_coeff: float = 1.0,
 ):
     """Build `grads(params, batch, scale) -> (mean gradients, per-micro losses, summed stats, extras)`.
 
@@ -128,15 +133,18 @@ def make_grads_fn(
     `ce_chunk_size` > 0 (loss.ce_chunk_size) computes the default loss with the head fused into
     it, that many tokens of each row at a time (`chunked_loss.chunked_cross_entropy`: no full
     logits); 0, or a `loss_fn` of one's own (it takes the logits), forms the full logits.
+    A mixture-of-experts model's auxiliary loss (trainer/moe_loss.py, times `moe_loss_coeff`,
+    loss.moe_loss_coeff) is added to every micro-batch's loss and reported in the extras.
     """
     fused = loss_fn is None and ce_chunk_size > 0
+    moe = getattr(getattr(model, "args", None), "moe", None)
     if loss_fn is None:
         loss_fn = functools.partial(cross_entropy, label_smoothing=label_smoothing)
     if forward is None:
         forward = scan_micro_batches(model)
     prepare = param_transform if param_transform is not None else (lambda p: p)
 
-    def objective(variables, hidden, micro):
+    def language_objective(variables, hidden, micro):
         labels, type_ids = micro["labels"], micro.get("type_ids")
         if fused:
             loss, stats = fused_head_loss(
@@ -148,10 +156,17 @@ def make_grads_fn(
         loss, extras = out if isinstance(out, tuple) else (out, {})
         return loss, token_stats(logits, labels, type_ids, num_types), extras
 
+    def objective(variables, hidden, micro, moe_state=None):
+        loss, stats, extras = language_objective(variables, hidden, micro)
+        if moe is not None:
+            moe_loss, moe_extras = moe_loss_and_metrics(moe_state, moe, moe_loss_coeff)
+            loss, extras = loss + moe_loss, {**extras, **moe_extras}
+        return loss, stats, extras
+
     def grads(params, batch: dict, scale):
         mean, (losses, stats, extras) = forward(prepare, objective, params, batch, scale)
         summed = jax.tree.map(lambda x: x.sum(axis=0), stats)
-        return mean, losses, summed, jax.tree.map(jnp.mean, extras)
+        return mean, losses, summed, jax.tree.map(lambda x: x.mean(axis=0), extras)
 
     return grads
 
@@ -170,6 +185,7 @@ def make_train_step(
     grad_hook: Callable | None = None,
     type_names: tuple[str, ...] = (),
     ce_chunk_size: int = 0,
+    moe_loss_coeff: float = 1.0,
 ) -> Callable:
     """Build `step(state, batch) -> (state, metrics)`, jitted with explicit shardings.
 
@@ -179,7 +195,9 @@ def make_train_step(
     `type_names` (dataset type per type id) adds tokens/<type>, acc/<type> and loss/<type>.
     `grad_hook(grads, step)` may transform the averaged gradients; `step` is the 0-based batch
     index passed to the step (tests use it to inject overflows on chosen steps).
-    `ce_chunk_size` (loss.ce_chunk_size): see `make_grads_fn`.
+    `ce_chunk_size` (loss.ce_chunk_size) and `moe_loss_coeff` (loss.moe_loss_coeff): see
+    `make_grads_fn`. An MoE model's metrics add moe_loss (and "loss" is the cross-entropy alone,
+    as InternEvo prints it), moe_load [layers, experts] and moe_dropped [layers].
 
     Layout (docs/parallel.md): `state_shardings.params` is the fp32 master layout (ZeRO-1:
     sharded over "fsdp"); the model runs on the compute copy (`parallel.zero.compute_copy`) and
@@ -195,6 +213,7 @@ def make_train_step(
         label_smoothing=label_smoothing,
         num_types=len(type_names),
         ce_chunk_size=ce_chunk_size,
+        moe_loss_coeff=moe_loss_coeff,
         param_transform=lambda p: compute_copy(p, dtypes, compute, master, reduce),
     )
     if mesh.shape[PIPELINE] > 1:
@@ -222,7 +241,7 @@ def make_train_step(
         # prints the scaler after its update).
         hp = hyperparams_of(new_opt_state)
         metrics = {
-            "loss": losses.mean(),
+            "loss": losses.mean() - extras.get("moe_loss", 0.0),
             "grad_norm": grad_norm_of(new_opt_state),
             "lr": hp["lr"],
             "adam_beta2": hp["adam_beta2"],

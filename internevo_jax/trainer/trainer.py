@@ -31,6 +31,13 @@ class PendingStep:
     consumed_tokens: int  # the run's consumed tokens as of this step
 
 
+def _python_value(key: str, value):
+    """A step metric as a Python bool, float, or (per-layer arrays such as moe_load) nested list."""
+    if key == "overflow":
+        return bool(value)
+    return float(value) if getattr(value, "ndim", 0) == 0 else value.tolist()
+
+
 class Trainer:
     """Runs training steps on a mesh.
 
@@ -78,6 +85,7 @@ class Trainer:
             grad_hook=grad_hook,
             type_names=tuple(type_names),
             ce_chunk_size=cfg.loss.ce_chunk_size,
+            moe_loss_coeff=cfg.loss.moe_loss_coeff,
         )
         self._eval_fn = None
         self._last_ready_at = 0.0  # when the last finished step was seen done
@@ -126,7 +134,7 @@ class Trainer:
         # steps finish in the order they were dispatched
         started = max(pending.dispatched_at, self._last_ready_at)
         self._last_ready_at = ready_at
-        out = {k: (bool(v) if k == "overflow" else float(v)) for k, v in metrics.items()}
+        out = {k: _python_value(k, v) for k, v in metrics.items()}
         out["step_time"] = ready_at - started
         out["micro_num"] = pending.micro_num
         if out["overflow"]:

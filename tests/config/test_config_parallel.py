@@ -91,7 +91,7 @@ def test_parallel_sizes(parallel, world, expected):
     got = sizes(parallel, world)
     assert got == expected
     assert got.dp == got.data * got.fsdp == world // (got.pipeline * got.tensor)
-    assert got.mesh_shape == (got.pipeline, got.data, got.fsdp, got.tensor)
+    assert got.mesh_shape == (got.pipeline, got.data, got.expert, got.fsdp, got.tensor)
 
 
 def test_world_not_divisible_shows_the_arithmetic():

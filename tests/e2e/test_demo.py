@@ -48,6 +48,34 @@ def test_demo_cli_trains_and_loss_falls(demo_data, tmp_path):
     assert valid[0]["val/en_loss"] < losses[0]
 
 
+@pytest.mark.slow
+def test_moe_demo_cli_trains_every_expert(demo_data, tmp_path):
+    """configs/demo_moe.py (`make demo-moe`): a 4-expert top-2 Mixtral learns the demo data, the
+    auxiliary loss is on every metrics line and no expert of any layer is left without tokens."""
+    steps, run_dir = 50, tmp_path / "run"
+    proc = run_train(
+        ["--config", str(REPO / "configs/demo_moe.py"), *sets(*demo_overrides(demo_data, run_dir, steps))],
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if ",step=" in x and "validation" not in x]
+    assert len(lines) == steps and all(",moe_loss=" in x for x in lines)
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "loss" in r]
+    losses = [r["loss"] for r in train]
+    assert len(losses) == steps and all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    assert all(np.isfinite(r["moe_loss"]) for r in train)
+    # [step, layer, expert]: the fraction of the token choices each expert was picked for. The
+    # routers start near uniform, then collapse onto two experts per layer for a few steps at the
+    # demo's learning rate, and the load-balancing loss spreads the tokens out again.
+    load = np.array([r["moe_load"] for r in train])
+    assert load.shape == (steps, 4, 4)
+    np.testing.assert_allclose(load.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(load.mean(0) > 0.05), load.mean(0)  # over the run every expert takes its share
+    assert np.all(load[-1] > 0), load[-1]  # and at the end every expert of every layer has tokens
+
+
 def test_fp16_demo_survives_an_overflow_burst(demo_data, tmp_path):
     steps, burst = 50, range(5, 10)
     cfg = load_config(

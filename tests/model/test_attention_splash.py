@@ -113,9 +113,9 @@ def test_sliding_window_matches_xla(window):
 def test_mesh_splits_rows_and_heads_with_shard_map():
     # data 2 x tensor 2: rows over the data axes, q and kv heads over tensor, as the rules say.
     mesh = jax.sharding.Mesh(
-        np.asarray(jax.devices()[:4]).reshape(1, 2, 1, 2),
+        np.asarray(jax.devices()[:4]).reshape(1, 2, 1, 1, 2),
         MESH_AXES,
-        axis_types=(jax.sharding.AxisType.Auto,) * 4,
+        axis_types=(jax.sharding.AxisType.Auto,) * 5,
     )
     rules = ((ACT_BATCH, BATCH_AXES), (ACT_HEADS_DIM, TENSOR), (ACT_LENGTH, None), (ACT_KV_DIM, None))
     seg = LAYOUTS["across_block_edges"]
@@ -132,9 +132,9 @@ def test_mesh_splits_rows_and_heads_with_shard_map():
 
 def test_split_sequence_is_refused():
     mesh = jax.sharding.Mesh(
-        np.asarray(jax.devices()[:2]).reshape(1, 1, 1, 2),
+        np.asarray(jax.devices()[:2]).reshape(1, 1, 1, 1, 2),
         MESH_AXES,
-        axis_types=(jax.sharding.AxisType.Auto,) * 4,
+        axis_types=(jax.sharding.AxisType.Auto,) * 5,
     )
     rules = ((ACT_BATCH, BATCH_AXES), (ACT_LENGTH, TENSOR), (ACT_HEADS_DIM, None), (ACT_KV_DIM, None))
     q, k, v, _ = qkv(jnp.float32)

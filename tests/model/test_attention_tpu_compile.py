@@ -48,7 +48,7 @@ def test_train_step_compiles_with_the_mosaic_kernel(topology):
     devices = topology_devices(topology)
     step = lower_step(tiny_tpu_config(), devices)
     assert devices[0].platform == "tpu" and len(devices) == 4
-    assert dict(step.env.mesh.shape) == {"pipeline": 1, "data": 2, "fsdp": 1, "tensor": 2}
+    assert dict(step.env.mesh.shape) == {"pipeline": 1, "data": 2, "expert": 1, "fsdp": 1, "tensor": 2}
     assert step.attention.name == "splash"
     text = step.compile().as_text()
     assert "tpu_custom_call" in text  # a Mosaic kernel, compiled into the partitioned program

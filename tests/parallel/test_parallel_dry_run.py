@@ -31,7 +31,9 @@ def test_7b_fits_on_8_devices_of_80gb():
     proc = dry_run("--config", "configs/7b_sft.py", "--devices", "8", "--device-memory", "80GB")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     report = proc.stdout
-    assert "on 8 CPU stand-in devices (mesh pipeline=1 data=1 fsdp=8 tensor=1), attention xla" in report
+    assert (
+        "on 8 CPU stand-in devices (mesh pipeline=1 data=1 expert=1 fsdp=8 tensor=1), attention xla" in report
+    )
     n_params = 6.7e9 + 2 * 103168 * 4096  # InternLM-7B: 32 layers of 4096 wide plus embedding and head
     assert gib(report, "parameters (fp32 master copy)") == pytest.approx(4 * n_params / 8 / GiB, rel=0.03)
     assert gib(report, "optimizer state (AdamW moments)") == pytest.approx(8 * n_params / 8 / GiB, rel=0.03)
@@ -47,7 +49,7 @@ def test_a_plan_that_does_not_fit_exits_1():
         "--set", "parallel.tensor.size=2", "--set", "parallel.zero1.size=-1",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
-    assert "(mesh pipeline=1 data=1 fsdp=2 tensor=2)" in proc.stdout
+    assert "(mesh pipeline=1 data=1 expert=1 fsdp=2 tensor=2)" in proc.stdout
     assert "does NOT fit (short by" in proc.stdout
 
 
@@ -78,7 +80,7 @@ def test_topology_plan_comes_from_the_tpu_compiler(demo_plans):
     tpu, cpu = demo_plans
     assert (tpu.devices, tpu.device_kind, tpu.attention) == (4, "TPU v5 lite", "splash")
     assert (cpu.device_kind, cpu.attention) == ("CPU stand-in", "xla")
-    assert tpu.mesh == cpu.mesh == {"pipeline": 1, "data": 1, "fsdp": 2, "tensor": 2}
+    assert tpu.mesh == cpu.mesh == {"pipeline": 1, "data": 1, "expert": 1, "fsdp": 2, "tensor": 2}
     # the parts fixed by the shardings are the same; what the compiler holds is its own
     assert (tpu.params, tpu.optimizer, tpu.gradients, tpu.gathered) == (
         cpu.params, cpu.optimizer, cpu.gradients, cpu.gathered,
@@ -90,7 +92,10 @@ def test_topology_plan_comes_from_the_tpu_compiler(demo_plans):
     # CPU widens bf16 to fp32 and keeps one layer's [heads, T, T] scores; Splash keeps neither
     assert tpu.temporaries < cpu.compiled_temporaries
     report = tpu.report()
-    assert "on 4 TPU v5 lite devices (mesh pipeline=1 data=1 fsdp=2 tensor=2), attention splash" in report
+    assert (
+        "on 4 TPU v5 lite devices (mesh pipeline=1 data=1 expert=1 fsdp=2 tensor=2), attention splash"
+        in report
+    )
     assert "compiled by the TPU compiler" in report and "in them: gradients" in report
 
 
@@ -135,7 +140,7 @@ def dense_params(*, vocab, hidden, layers, heads, kv_heads, head_dim, mlp, tied=
             8,
             [],
             dense_params(vocab=152064, hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128, mlp=18944),
-            "pipeline=1 data=1 fsdp=8 tensor=1",
+            "pipeline=1 data=1 expert=1 fsdp=8 tensor=1",
             1,  # ZeRO-1: the bf16 compute copy is whole on every device
         ),
         (
@@ -145,7 +150,7 @@ def dense_params(*, vocab, hidden, layers, heads, kv_heads, head_dim, mlp, tied=
             8,
             ["--set", "parallel.weight.size=8", "--set", "model.checkpoint=True"],
             dense_params(vocab=128512, hidden=4096, layers=48, heads=32, kv_heads=2, head_dim=128, mlp=10240),
-            "pipeline=1 data=1 fsdp=8 tensor=1",
+            "pipeline=1 data=1 expert=1 fsdp=8 tensor=1",
             8,  # weight parallelism: the compute copy stays split 8 ways
         ),
     ],
@@ -170,3 +175,58 @@ def test_internlm3_file_layout_on_too_few_devices_is_one_paragraph():
     proc = dry_run("--config", "configs/8b_internlm3.py", "--devices", "8", "--device-memory", "80GB")
     assert proc.returncode != 0
     assert "parallel.weight.size" in proc.stderr and "16 must divide the data-parallel size 8" in proc.stderr
+
+
+# Mixtral-8x7B (configs/8x7b_mixtral.py): 32 layers of 8 experts (4096 -> 14336 gated MLPs), GQA
+# attention (32 heads, 8 kv heads), vocabulary 32000 untied; 46.7B parameters, 45.1B of them experts.
+MIXTRAL_EXPERTS = 32 * 8 * 3 * 4096 * 14336
+MIXTRAL_DENSE = (
+    dense_params(vocab=32000, hidden=4096, layers=32, heads=32, kv_heads=8, head_dim=128, mlp=0)
+    + 32 * 4096 * 8
+)  # plus the routers
+
+
+@pytest.fixture(scope="module")
+def mixtral_plans():
+    """The file's own layout (expert size -1: min(dp, 8) = 8) on 8 and on 64 devices of 80 GB; on 64
+    with activation checkpointing (8192 tokens per device through 32 layers)."""
+    run = lambda n, *extra: dry_run(  # noqa: E731
+        "--config", "configs/8x7b_mixtral.py", "--devices", str(n), "--device-memory", "80GB", *extra
+    )
+    return {8: run(8), 64: run(64, "--set", "model.checkpoint=True")}
+
+
+def test_mixtral_8x7b_does_not_fit_on_8_devices_of_80gb(mixtral_plans):
+    proc = mixtral_plans[8]
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    report = proc.stdout
+    # every device one expert of each layer; the ZeRO group (all 8) spans the expert axis
+    assert "(mesh pipeline=1 data=1 expert=8 fsdp=1 tensor=1)" in report
+    n_params = MIXTRAL_EXPERTS + MIXTRAL_DENSE
+    assert n_params == pytest.approx(46.7e9, rel=0.01)
+    params = gib(report, "parameters (fp32 master copy)")
+    assert params * 8 == pytest.approx(4 * n_params / GiB, rel=0.01)
+    assert gib(report, "optimizer state (AdamW moments)") == pytest.approx(2 * params, rel=0.01)
+    # fp32 master, Adam moments and gradients alone are 16 bytes x 46.7B / 8 = 93 GB per device
+    states = params * 4
+    assert states * GiB > 80e9
+    assert "does NOT fit (short by" in report
+
+
+def test_mixtral_8x7b_fits_on_64_devices_of_80gb(mixtral_plans):
+    proc = mixtral_plans[64]
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    report = proc.stdout
+    # expert size -1 is min(dp 64, 8 experts); the ZeRO group of 64 is expert 8 x fsdp 8
+    assert "(mesh pipeline=1 data=1 expert=8 fsdp=8 tensor=1)" in report
+    n_params = MIXTRAL_EXPERTS + MIXTRAL_DENSE
+    assert gib(report, "parameters (fp32 master copy)") * 64 == pytest.approx(4 * n_params / GiB, rel=0.01)
+    assert gib(report, "total") * GiB < 80e9
+    assert ": fits (headroom" in report
+
+
+def test_mixtral_8x7b_compute_copy_is_zero1(mixtral_plans):
+    # ZeRO-1 with experts over 8: each device's own expert of every layer and every dense weight
+    # whole, all in bf16
+    gathered = gib(mixtral_plans[64].stdout, "weights gathered for compute")
+    assert gathered == pytest.approx(2 * (MIXTRAL_EXPERTS / 8 + MIXTRAL_DENSE) / GiB, rel=0.01)

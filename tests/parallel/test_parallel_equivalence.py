@@ -55,7 +55,7 @@ W2 = ("layers_0", "feed_forward", "w2", "kernel")
 def test_zero1_whole_dp_group(reference, batches):
     """zero1=-1 on 8 devices: master weights and Adam moments split 8 ways, compute copy whole."""
     run = run_steps(tiny_config(dict(zero1=-1)), jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 1, "fsdp": 8, "tensor": 1}
+    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 1, "expert": 1, "fsdp": 8, "tensor": 1}
     assert_same_training(run, reference["unrolled"])
     assert spec(run.shardings.params, *WQ) == P("fsdp")
     assert spec(adam_moments(run), *WQ) == P("fsdp")
@@ -75,7 +75,7 @@ def test_zero1_whole_dp_group(reference, batches):
 @pytest.mark.slow
 def test_zero1_group_of_four(reference, batches):
     run = run_steps(tiny_config(dict(zero1=4)), jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 2, "fsdp": 4, "tensor": 1}
+    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 2, "expert": 1, "fsdp": 4, "tensor": 1}
     assert_same_training(run, reference["unrolled"])
     assert spec(adam_moments(run), *W2) == P(None, "fsdp")
 
@@ -83,7 +83,7 @@ def test_zero1_group_of_four(reference, batches):
 @pytest.mark.slow
 def test_plain_data_parallel(reference, batches):
     run = run_steps(tiny_config(dict(zero1=1)), jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 8, "expert": 1, "fsdp": 1, "tensor": 1}
     assert_same_training(run, reference["unrolled"])
 
 
@@ -99,7 +99,7 @@ def test_fsdp(reference, batches):
 def test_tensor_parallel_mtp(reference, batches):
     """tp2 x dp4: Megatron column (wq, w1, head) and row (wo, w2) splits over "tensor"."""
     run = run_steps(tiny_config(dict(zero1=-1, tensor=dict(size=2, mode="mtp"))), jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 1, "fsdp": 4, "tensor": 2}
+    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 1, "expert": 1, "fsdp": 4, "tensor": 2}
     assert_same_training(run, reference["unrolled"])
     params = run.shardings.params
     assert spec(params, *WQ) == P("fsdp", "tensor")
@@ -123,7 +123,7 @@ def test_intern_sequence_parallel_isp(reference, batches):
     """isp: weights whole over "tensor", sequence split; attention switches to heads (all-to-all)."""
     cfg = tiny_config(dict(zero1=-1, tensor=dict(size=2, mode="isp"), weight=dict(size=2)))
     run = run_steps(cfg, jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 2, "fsdp": 2, "tensor": 2}
+    assert dict(run.mesh.shape) == {"pipeline": 1, "data": 2, "expert": 1, "fsdp": 2, "tensor": 2}
     assert_same_training(run, reference["unrolled"])
     assert spec(run.shardings.params, *WQ) == P("fsdp")
     assert collectives(run.hlo, "all-to-all") > 0
@@ -133,7 +133,7 @@ def test_pipeline_two_stages(reference, batches):
     """pipeline 2 x data 4: each stage holds half of the stacked layers."""
     cfg = tiny_config(dict(zero1=1, pipeline=2), **PIPELINE_MODEL)
     run = run_steps(cfg, jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 2, "data": 4, "fsdp": 1, "tensor": 1}
+    assert dict(run.mesh.shape) == {"pipeline": 2, "data": 4, "expert": 1, "fsdp": 1, "tensor": 1}
     assert_same_training(run, reference["stacked"])
     assert spec(run.shardings.params, "layers", "attention", "wq", "kernel")[0] == "pipeline"
     assert spec(run.shardings.params, "head", "kernel") == P()  # outside the stages: replicated
@@ -145,7 +145,7 @@ def test_interleaved_pipeline_with_tensor_parallel(reference, batches):
     """pipeline 2 x 2 chunks (circular) x tensor 2 x zero1 over the remaining 2."""
     cfg = tiny_config(dict(zero1=-1, pipeline=2, tensor=2), num_chunks=2, **PIPELINE_MODEL)
     run = run_steps(cfg, jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 2, "data": 1, "fsdp": 2, "tensor": 2}
+    assert dict(run.mesh.shape) == {"pipeline": 2, "data": 1, "expert": 1, "fsdp": 2, "tensor": 2}
     assert run.rules.pipeline_chunks == 2
     assert_same_training(run, reference["stacked"])
 
@@ -155,6 +155,6 @@ def test_pipeline_with_tensor_and_data_parallel(reference, batches):
     """tp2 x pp2 x dp2 with one chunk per stage."""
     cfg = tiny_config(dict(zero1=1, pipeline=2, tensor=2), **PIPELINE_MODEL)
     run = run_steps(cfg, jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 2, "data": 2, "fsdp": 1, "tensor": 2}
+    assert dict(run.mesh.shape) == {"pipeline": 2, "data": 2, "expert": 1, "fsdp": 1, "tensor": 2}
     assert_same_training(run, reference["stacked"])
     assert spec(run.shardings.params, "layers", "attention", "wq", "kernel") == P("pipeline", None, "tensor")

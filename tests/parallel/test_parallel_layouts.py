@@ -18,7 +18,7 @@ from internevo_jax.parallel.pipeline import PipelineSchedule
 from internevo_jax.parallel.rules import master_axis_rules
 from internevo_jax.trainer.state import check_model_layout
 
-BATCH = ("data", "fsdp")
+BATCH = ("data", "expert", "fsdp")
 
 
 def mesh_axes(names, rules):

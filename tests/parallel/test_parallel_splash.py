@@ -36,7 +36,7 @@ def test_pipeline_tensor_fsdp_step_with_splash_matches_xla():
         cfg = tiny_config(layout, attn_impl=impl, use_flash_attn=True, num_layers=2, scan_layers=True)
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seq_len=SEQ))
         runs[impl] = run_steps(cfg, jax.devices()[:8], packed_batches())
-    assert dict(runs["splash"].mesh.shape) == {"pipeline": 2, "data": 1, "fsdp": 2, "tensor": 2}
+    assert dict(runs["splash"].mesh.shape) == {"pipeline": 2, "data": 1, "expert": 1, "fsdp": 2, "tensor": 2}
     np.testing.assert_allclose(runs["splash"].losses, runs["xla"].losses, rtol=1e-5)
     got, want = (jax.device_get(runs[k].state.params) for k in ("splash", "xla"))
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):

@@ -61,7 +61,7 @@ def test_pipeline_runs_the_model_types_block(sandwich_type):
 
     ref = run_steps(config(dict(zero1=1)), jax.devices()[:1], batches)
     run = run_steps(config(dict(zero1=1, pipeline=2)), jax.devices(), batches)
-    assert dict(run.mesh.shape) == {"pipeline": 2, "data": 4, "fsdp": 1, "tensor": 1}
+    assert dict(run.mesh.shape) == {"pipeline": 2, "data": 4, "expert": 1, "fsdp": 1, "tensor": 1}
 
     np.testing.assert_allclose(run.losses, ref.losses, rtol=1e-5)
     got, want = jax.device_get(run.state.params), jax.device_get(ref.state.params)

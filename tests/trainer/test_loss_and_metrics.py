@@ -79,6 +79,16 @@ def test_metrics_line_keeps_internevo_order_then_extras():
     assert line.startswith("tflops=1,step=1,loss=1,tgs (tokens/gpu/second)=1,lr=1")
 
 
+def test_moe_metrics_line_puts_moe_loss_after_grad_norm_and_leaves_lists_to_jsonl():
+    """InternEvo prints an MoE model's moe_loss after grad_norm; per-layer lists stay off the line."""
+    record = {k: 1 for k in reversed(LINE_KEYS)}
+    record.update(moe_load=[[0.5, 0.5]], moe_dropped=[0.0], moe_loss=0.25)
+    keys = [part.split("=")[0] for part in format_metrics_line(record).split(",")]
+    at = keys.index("grad_norm")
+    assert keys[at + 1] == "moe_loss" and keys[at + 2] == "micro_num"
+    assert "moe_load" not in keys and "moe_dropped" not in keys
+
+
 def test_peak_flops_table():
     assert peak_flops_for("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops_for("TPU v5 lite") == 197e12

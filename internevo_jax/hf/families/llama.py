@@ -23,6 +23,8 @@ LAYER = {
     ("feed_forward", "w3"): "mlp.up_proj",
     ("feed_forward", "w2"): "mlp.down_proj",
 }
+# LAYER without the dense MLP: the attention and norms an MoE layout shares.
+ATTENTION_LAYER = {k: v for k, v in LAYER.items() if k[0] != "feed_forward"}
 
 
 def tokenizer_fields(tokenizer_path: str) -> dict:

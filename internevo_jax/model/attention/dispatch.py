@@ -182,8 +182,10 @@ def attention_choice(
     an unsupported explicit choice.
     """
     from internevo_jax.model.args import ModelArgs
+    from internevo_jax.model.registry import build_model
 
-    args = ModelArgs.from_config(cfg)
+    # The model type's own args (its family's defaults); a user model without them: the config's.
+    args = getattr(build_model(cfg), "args", None) or ModelArgs.from_config(cfg)
     if window_len is not None:
         args = dataclasses.replace(args, fixed_window_len=int(window_len))
     window = args.window_for(seq_len) if has_segments else None

@@ -1,0 +1,1 @@
+"""Mixture of experts: settings, routing, grouped matmuls, the expert computation and the layer."""
