@@ -29,7 +29,9 @@ def saved_on_ep4(tmp_path_factory):
     state, shardings, loader = make_state(cfg, devices=jax.devices()[:8], perturb=0.1)
     w1 = state.params["layers_0"]["feed_forward"]["w1"]
     assert shardings.params["layers_0"]["feed_forward"]["w1"].spec[0] == "expert"
-    assert len({str(s.index) for s in w1.addressable_shards}) == 4  # 4 expert shards
+    # 4 expert shards, each also split along hidden over the rest of the ZeRO group (fsdp 2)
+    assert len({str(s.index[0]) for s in w1.addressable_shards}) == 4
+    assert len({str(s.index) for s in w1.addressable_shards}) == 8
     manager = build_checkpoint_manager(cfg, str(root))
     manager.maybe_save(state, TrainContext(step=2), loader)
     manager.finalize()
