@@ -48,10 +48,8 @@ def mappings() -> list[HFMapping]:
 
 def mapping_for(family: str) -> HFMapping:
     """The layout of model family `family`; CheckpointError when it has none."""
-    try:
+    if family in _MAPPINGS:
         return _MAPPINGS[family]
-    except KeyError:
-        pass
     if family in _NO_LAYOUT:
         moe = [f"{m.architecture} (model_type {m.model_type_hint})" for m in mappings() if m.moe is not None]
         raise CheckpointError(

@@ -46,12 +46,10 @@ def route(logits: jax.Array, moe: MoEArgs, valid: jax.Array | None = None) -> Ro
     """Route router logits [R, T, E] as `moe.routing` says. `valid` [R, T] marks the tokens that
     count in HF's loss over all layers (not padding); None: all."""
     logits = logits.astype(jnp.float32)
-    routing = _gshard(logits, moe) if moe.routing == GSHARD else _dropless(logits, moe)
-    valid = jnp.ones(logits.shape[:2], bool) if valid is None else valid
-    counts, score_sums = _softmax_terms(logits, moe, valid.astype(jnp.float32))
-    return dataclasses.replace(
-        routing, counts=counts, score_sums=score_sums, tokens=valid.astype(jnp.float32).sum(-1)
-    )
+    ids, weights, kept, layer_aux, load = (_gshard if moe.routing == GSHARD else _dropless)(logits, moe)
+    valid = (jnp.ones(logits.shape[:2]) if valid is None else valid).astype(jnp.float32)
+    counts, score_sums = _softmax_terms(logits, moe, valid)
+    return Routing(ids.astype(jnp.int32), weights, kept, layer_aux, counts, score_sums, load, valid.sum(-1))
 
 
 def _choice_counts(expert_ids: jax.Array, num_experts: int) -> jax.Array:
@@ -68,8 +66,8 @@ def _softmax_terms(logits: jax.Array, moe: MoEArgs, valid: jax.Array) -> tuple[j
     return onehot.sum(axis=(1, 2)), probs.sum(axis=1)
 
 
-def _gshard(logits: jax.Array, moe: MoEArgs) -> Routing:
-    """InternEvo's GShard layer (its fused top-k gating, the default for every k).
+def _gshard(logits: jax.Array, moe: MoEArgs):
+    """(expert ids, weights, kept, layer loss, load) of InternEvo's GShard layer (its fused top-k gating, the default for every k).
 
     Softmax scores, top-k experts. Each expert has `moe.capacity(T)` slots per row, filled by all
     first choices in token order, then all second choices, ...; a choice past the capacity is
@@ -94,12 +92,11 @@ def _gshard(logits: jax.Array, moe: MoEArgs) -> Routing:
     weights = kept_scores / jnp.maximum(kept_scores.sum(-1, keepdims=True), EPS)
     first = jax.nn.one_hot(ids[..., 0], experts, dtype=jnp.float32)
     layer_aux = experts * (gates.mean(axis=1) * first.mean(axis=1)).sum(-1)
-    load = _choice_counts(ids, experts) / (tokens * k)
-    return Routing(ids.astype(jnp.int32), weights, kept, layer_aux, None, None, load, None)
+    return ids, weights, kept, layer_aux, _choice_counts(ids, experts) / (tokens * k)
 
 
-def _dropless(logits: jax.Array, moe: MoEArgs) -> Routing:
-    """InternEvo's Dropless layer: softmax or sigmoid scores, top-k, weights optionally divided by
+def _dropless(logits: jax.Array, moe: MoEArgs):
+    """(expert ids, weights, kept, layer loss, load) of InternEvo's Dropless layer: softmax or sigmoid scores, top-k, weights optionally divided by
     their sum, then times routed_scaling_factor; nothing dropped. The per-layer loss is
     E / (T * k) * sum_e(count_e * mean score_e), counts over all k choices."""
     _, tokens, experts = logits.shape
@@ -111,7 +108,4 @@ def _dropless(logits: jax.Array, moe: MoEArgs) -> Routing:
     weights = top * moe.routed_scaling_factor
     choice_counts = _choice_counts(ids, experts)
     layer_aux = experts / (tokens * k) * (choice_counts * scores.mean(axis=1)).sum(-1)
-    kept = jnp.ones(ids.shape, bool)
-    return Routing(
-        ids.astype(jnp.int32), weights, kept, layer_aux, None, None, choice_counts / (tokens * k), None
-    )
+    return ids, weights, jnp.ones(ids.shape, bool), layer_aux, choice_counts / (tokens * k)
