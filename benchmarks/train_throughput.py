@@ -144,7 +144,7 @@ def number(value) -> float | None:
 
 def summarise(records: list[dict], summary: dict, warmup: int) -> dict:
     """Medians over the steps after `warmup`, and the run summary's numbers (None when absent)."""
-    timed = [r for r in records if int(r["step"]) > warmup] or records
+    timed = [r for r in records if int(r["step"]) >= warmup] or records  # "step" counts from 0
     peak = number(summary.get("peak_memory_bytes"))
     return {
         "steps": len(records),

@@ -218,7 +218,7 @@ def lower_step(cfg: Config, devices: Sequence[jax.Device], *, attention_platform
         raise ConfigError(f"{cfg.source_path or '<config>'}: {err}", key="model.attn_impl") from None
     model = build_model(cfg)
     model = model.clone(args=dataclasses.replace(model.args, platform=attention_platform))
-    tx, _, _ = build_optimizer(cfg)
+    tx, lr_schedule, beta2_schedule = build_optimizer(cfg)
     scaler = DynamicLossScaler.from_config(cfg)
     state, shardings = abstract_train_state(model, tx, scaler, mesh, rules, cfg.data.seq_len)
     step = make_train_step(
@@ -232,6 +232,7 @@ def lower_step(cfg: Config, devices: Sequence[jax.Device], *, attention_platform
         matmul_precision=cfg.model.matmul_precision,
         ce_chunk_size=cfg.loss.ce_chunk_size,
         moe_loss_coeff=cfg.loss.moe_loss_coeff,
+        schedules=(lr_schedule, beta2_schedule),
     )
     shape = (cfg.data.micro_num, env.sizes.dp, cfg.data.packed_length)
     batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding(mesh)) for k in BATCH_KEYS}

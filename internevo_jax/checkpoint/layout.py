@@ -6,6 +6,8 @@
         COMMITTED                     the commit marker, written last
     <folder>/snapshot/0/<step>/       snapshot slot 0 (same contents; ckpt.snapshot_ckpt_folder
     <folder>/snapshot/1/<step>/       snapshot slot 1  moves both slots elsewhere)
+    <folder>/<step>_hf/               the Hugging Face copy of a regular checkpoint
+                                      (ckpt.enable_internevo2hf_ckpt; InternEvo's name)
 
 A checkpoint is complete exactly when its COMMITTED marker exists. Anything else that looks like a
 step folder (no marker, or orbax's `<step>.orbax-checkpoint-tmp-*`) is a half-written save.
@@ -27,6 +29,8 @@ REGULAR = ""  # the slot name of regular checkpoints: the folder itself
 STATE_ITEMS = ("model", "optimizer")
 JSON_ITEMS = ("context", "sampler", "config")
 ITEMS = STATE_ITEMS + JSON_ITEMS
+
+HF_SUFFIX = "_hf"
 
 _STEP = re.compile(r"^(\d+)$")
 _PARTIAL = re.compile(r"^(\d+)\.orbax-checkpoint-tmp.*$")
@@ -102,6 +106,11 @@ def scan(files, root: Location, snapshot_root: Location | None = None) -> Scan:
         result.incomplete += part.incomplete
     result.complete.sort(key=lambda r: (r.step, r.slot))
     return result
+
+
+def hf_copy_name(step: int) -> str:
+    """The folder name, beside the step folders, of the Hugging Face copy of step `step`."""
+    return f"{step}{HF_SUFFIX}"
 
 
 def marker_text(step: int, slot: str, items: tuple[str, ...]) -> str:

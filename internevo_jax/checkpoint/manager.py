@@ -3,7 +3,8 @@
 Saving goes through orbax CheckpointManagers (one per slot: regular checkpoints, snapshot/0,
 snapshot/1). A save returns once the arrays are copied off the devices; a background thread then
 waits for orbax to finish writing, uploads to S3 when the folder is `boto3:`, writes the COMMITTED
-marker last and prunes old checkpoints. Only one save is in flight: the next one (and the end of
+marker last, writes the Hugging Face copy of a regular checkpoint when asked (`hf_copy.py`) and
+prunes old checkpoints. Only one save is in flight: the next one (and the end of
 training) waits for it. When to save is `policy.py`'s answer; what to do with a read checkpoint is
 the caller's.
 """
@@ -24,12 +25,14 @@ from internevo_jax.checkpoint import distributed, pruning, reading, staging, upl
 from internevo_jax.checkpoint.content import optimizer_tree
 from internevo_jax.checkpoint.errors import CheckpointError, first_line, is_disk_full
 from internevo_jax.checkpoint.files import files_for
+from internevo_jax.checkpoint.hf_copy import HFCopy
 from internevo_jax.checkpoint.layout import (
     ITEMS,
     MARKER,
     REGULAR,
     CheckpointRef,
     Scan,
+    hf_copy_name,
     marker_text,
     scan,
     slot_location,
@@ -78,6 +81,8 @@ class CheckpointManager:
             else None
         )
         self._staging_shared = False  # set once the hosts are known to share the staging folder
+        # checked before the destination: a model without an HF class is refused at start
+        self.hf_copy = HFCopy.from_config(cfg) if self.save_enabled else None
         if self.save_enabled:
             self._check_destination()
 
@@ -266,12 +271,24 @@ class CheckpointManager:
                 self.files.write_text(dest.join(MARKER), marker_text(step, slot, ITEMS))
             distributed.barrier(f"committed_{slot}_{step}")
         logger.info("checkpoint of step %d complete at %s (%.1fs)", step, dest, time.perf_counter() - started)
+        if not slot and self.hf_copy is not None:
+            self._write_hf_copy(step, staged if isinstance(self.root, S3Location) else dest.path, dest)
         if slot:
             pruning.prune(self.files, self._slot_loc(slot), slot, 1, mngr)
         elif self.keep_last_n:
             pruning.prune(self.files, self._slot_loc(slot), slot, self.keep_last_n, mngr)
         if isinstance(self.root, S3Location):
             self._delete_staged(mngr, slot, step)
+
+    def _write_hf_copy(self, step: int, source: str, checkpoint: Location) -> None:
+        """Process 0 writes <save_ckpt_folder>/<step>_hf from the complete `checkpoint`, read from its
+        local folder `source`; the others wait for it, as InternEvo's ranks do, so every process's
+        next save starts together."""
+        if distributed.is_primary():
+            target = self.root.join(hf_copy_name(step))
+            scratch = f"{self._stage_root.rstrip('/')}.hf"
+            self.hf_copy.write(step, source, checkpoint, target, self.files, scratch)
+        distributed.barrier(f"hf_copy_{step}")
 
     def _delete_staged(self, mngr, slot: str, step: int) -> None:
         if distributed.is_primary():

@@ -6,7 +6,8 @@
 
 `load_params` reads a checkpoint the trainer saved (a step folder, or a save folder: its newest
 complete checkpoint); `save_params` writes one that `load_ckpt_info=dict(path=..., content=("model",))`
-loads. Both run without a mesh: arrays live on the first CPU device.
+loads; `read_model` reads the `model/` item of any step folder. All run without a mesh: arrays
+live on this process's first CPU device.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from internevo_jax.checkpoint.storage import LocalLocation
 
 
 def _cpu_sharding():
-    return jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    # this process's own CPU device: in a multi-process run jax.devices("cpu")[0] is process 0's
+    return jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -79,19 +81,33 @@ def load_params(path: str, dtype: Any = None) -> tuple[dict, dict | None, str]:
     `dtype` (e.g. jnp.bfloat16) casts while restoring, so a bf16 export of a large model never
     holds an fp32 copy.
     """
+    folder = resolve_checkpoint(path)
+    return read_model(folder, dtype), read_config_dict(folder), folder
+
+
+def read_model(folder: str, dtype: Any = None) -> dict:
+    """The params (numpy) of the `model/` item under `folder`, marker or not, read by this process alone.
+
+    No other process takes part (orbax's restore barrier is limited to this one), so process 0 can
+    call it from a background thread while the others train.
+    """
     import orbax.checkpoint as ocp
     from etils import epath
 
-    folder = resolve_checkpoint(path)
     item = epath.Path(folder) / "model"
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
     try:
-        meta = ocp.StandardCheckpointHandler().metadata(item).tree
+        meta = ocp.StandardCheckpointHandler(multiprocessing_options=alone).metadata(item).tree
         abstract = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(tuple(m.shape), dtype or m.dtype, sharding=_cpu_sharding()),
             meta,
             is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
         )
-        restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
+        handler = ocp.CompositeCheckpointHandler(
+            composite_options=ocp.CompositeOptions(multiprocessing_options=alone)
+        )
+        restored = ocp.Checkpointer(handler, multiprocessing_options=alone).restore(
             epath.Path(folder), ocp.args.Composite(model=ocp.args.StandardRestore(abstract))
         )["model"]
     except Exception as err:  # orbax and tensorstore raise many types for unreadable data
@@ -99,8 +115,7 @@ def load_params(path: str, dtype: Any = None) -> tuple[dict, dict | None, str]:
             f"The checkpoint at {folder} cannot be read ({first_line(err)}). Convert an "
             "older, complete checkpoint, or check that the folder was fully copied."
         ) from err
-    params = jax.tree.map(np.asarray, restored)
-    return params, read_config_dict(folder), folder
+    return jax.tree.map(np.asarray, restored)
 
 
 def save_params(path: str, params: dict, cfg: Any, *, overwrite: bool = False) -> str:

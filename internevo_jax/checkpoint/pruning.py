@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 
 from internevo_jax.checkpoint import distributed
-from internevo_jax.checkpoint.layout import SNAPSHOT_SLOTS, scan_folder, scan_slot
+from internevo_jax.checkpoint.layout import REGULAR, SNAPSHOT_SLOTS, hf_copy_name, scan_folder, scan_slot
 from internevo_jax.checkpoint.storage import Location
 
 logger = logging.getLogger("internevo_jax")
 
 
 def prune(files, folder: Location, slot: str, keep: int, mngr) -> None:
-    """Keep the newest `keep` complete checkpoints of `slot` (in `folder`); `mngr` is its orbax manager."""
+    """Keep the newest `keep` complete checkpoints of `slot` (in `folder`); `mngr` is its orbax manager.
+
+    A regular checkpoint's Hugging Face copy (<step>_hf) goes with it.
+    """
     refs = scan_folder(files, folder, slot).complete
     old = refs[:-keep] if len(refs) > keep else []
     if not old:
@@ -21,6 +24,9 @@ def prune(files, folder: Location, slot: str, keep: int, mngr) -> None:
         for ref in old:
             files.delete_tree(ref.location)
             logger.info("deleted old %s of step %d (%s)", ref.kind, ref.step, ref.location)
+            copy = folder.join(hf_copy_name(ref.step))
+            if slot == REGULAR and files.delete_tree(copy):
+                logger.info("deleted the Hugging Face copy of step %d (%s)", ref.step, copy)
     distributed.barrier(f"pruned_{slot}_{old[-1].step}")
     mngr.reload()
 

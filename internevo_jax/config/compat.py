@@ -26,7 +26,10 @@ NO_EFFECT_KEYS = frozenset(
         "use_apex_adam",
         "alert_address",
         "batch_count",
+        # keeping attention outputs across recomputation saves time, never changes a result:
+        # here the layers named by model.checkpoint are recomputed in full
         "selective_checkpoint",
+        "selective_checkpoint_offload",
         "grad_profiling",
         "metric_dtype",
         "generation",
@@ -38,7 +41,6 @@ NO_EFFECT_KEYS = frozenset(
         "data.diag_outlier_ratio",
         "data.use_shm",
         "data.shm_path",
-        "data.use_packed_dataset",
         # model
         "model.embed_split_hidden",
         "model.parallel_output",
@@ -46,7 +48,9 @@ NO_EFFECT_KEYS = frozenset(
         "model.mlp_layer_fusion",
         # parallel
         "parallel.pipeline.interleaved_overlap",
-        "parallel.pipeline.mode",
+        "parallel.pipeline.mode",  # "1F1B" only: the zero-bubble modes are refused
+        "parallel.pipeline.use_zeropp",  # False only
+        "parallel.pipeline.zero_bubble",  # False only
         "parallel.weight.overlap",
         "parallel.weight.memory_pool",
         "parallel.weight.launch_allgather_before",
@@ -57,7 +61,7 @@ NO_EFFECT_KEYS = frozenset(
         "parallel.expert_weight.memory_pool",
         "parallel.expert_weight.launch_allgather_before",
         "parallel.expert_weight.forward_overlap_per",
-        "parallel.sequence_2D",
+        "parallel.sequence_2D",  # enable=False only: 2D sequence parallelism is refused
         "parallel.gqa",
         # optimizer / schedules / loss
         "hybrid_zero_optimizer.overlap_sync_grad",
@@ -74,6 +78,7 @@ NO_EFFECT_KEYS = frozenset(
         "monitor.alert.enable_feishu_alert",
         "monitor.alert.feishu_alert_address",
         "monitor.alert.light_monitor_address",
+        "monitor.alert.alert_file_path",
         "monitor.tensorboard",
     }
 )

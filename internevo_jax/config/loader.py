@@ -5,17 +5,16 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import runpy
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .base_configs import run_config_file
 from .compat import infinite_to_none, no_effect_keys, normalize_parallel, present_keys
 from .errors import ConfigError, unknown_key_error
 from .overrides import apply_overrides
-from .resolve import resolve
+from .resolve import resolve, stacked_checkpoint_note
 from .schema import DEFAULT_JOB_NAME, EXTRA_KEYS, SCALARS, SECTIONS, Config
 from .typecheck import build_section, coerce
 from .validate import validate
@@ -76,26 +75,17 @@ def config_from_dict(
 
 
 def _execute(file: Path) -> dict[str, Any]:
-    """Run the file as a module with its folder on sys.path, so it can import helper files."""
-    folder = str(file.resolve().parent)
-    modules_before = set(sys.modules)
-    sys.path.insert(0, folder)
+    """Run the file as a Python module; base_configs resolves its helper and ``_base_`` imports."""
     try:
-        return runpy.run_path(str(file), run_name="__internevo_config__")
+        return run_config_file(file)
+    except ConfigError:
+        raise
     except Exception as exc:  # a broken config is a user error: report it as one
         raise ConfigError(
             f"{file}: running the config file failed with {type(exc).__name__}: {exc}. "
             f"The file is executed as a normal Python module; fix the error there.",
             source=str(file),
         ) from exc
-    finally:
-        sys.path.remove(folder)
-        # Forget helper modules imported from the config's folder, so another config with a helper
-        # of the same name gets its own.
-        for name in set(sys.modules) - modules_before:
-            origin = getattr(sys.modules[name], "__file__", None) or ""
-            if origin.startswith(folder + os.sep):
-                del sys.modules[name]
 
 
 def _is_code(value: Any) -> bool:
@@ -168,8 +158,12 @@ def _build(
         **sections,
         **scalars,
     )
-    cfg = resolve(cfg, source)
-    validate(cfg, source)
+    resolved = resolve(cfg, source)
+    validate(resolved, source)
+    note = stacked_checkpoint_note(cfg, resolved)
+    if note:
+        log(f"{source}: {note}")
+    cfg = resolved
     ignored = no_effect_keys(present)
     if ignored:
         log(f"{source}: {len(ignored)} key(s) have no effect in JAX and are ignored: {', '.join(ignored)}")

@@ -7,6 +7,10 @@ from dataclasses import replace
 from .errors import ConfigError
 from .schema import CkptConfig, Config, LoadCkptInfo, ModelConfig
 
+# Other names of the checkpoint formats: old InternLM configs call InternEvo's own format
+# "internlm"; InternEvo names a Hugging Face folder "hf_model" (any family) or "hf_llama".
+CKPT_TYPE_ALIASES = {"internlm": "internevo", "hf_model": "hf", "hf_llama": "hf"}
+
 
 def _resolve_ckpt(ckpt: CkptConfig, run_dir: str, source: str) -> CkptConfig:
     info = ckpt.load_ckpt_info
@@ -29,11 +33,10 @@ def _resolve_ckpt(ckpt: CkptConfig, run_dir: str, source: str) -> CkptConfig:
         info = None  # InternEvo loads nothing when the path is None
     if info is not None:
         ckpt_type = info.ckpt_type.lower()
-        # Old InternLM configs name InternEvo's own format "internlm".
         info = replace(
             info,
             content=tuple(c.lower() for c in info.content),
-            ckpt_type="internevo" if ckpt_type == "internlm" else ckpt_type,
+            ckpt_type=CKPT_TYPE_ALIASES.get(ckpt_type, ckpt_type),
         )
     auto_resume = ckpt.auto_resume
     if auto_resume is None:
@@ -60,6 +63,32 @@ def _head_dim(model: ModelConfig, source: str) -> int:
             source=source,
         )
     return hidden // heads
+
+
+def _scan_layers(cfg: Config) -> bool:
+    # Pipeline stages hold slices of the stacked layers; InternEvo's pipeline configs never say so.
+    return cfg.parallel.pipeline.size > 1 if cfg.model.scan_layers is None else cfg.model.scan_layers
+
+
+def _stacked_checkpoint(cfg: Config) -> bool | float:
+    """model.checkpoint, rounded up to every layer when the layers are stacked only because of the
+    pipeline and the fraction is partial: one scanned layer body has one remat policy. Recomputing
+    more layers changes memory and time, never a result; `stacked_checkpoint_note` says so."""
+    m = cfg.model
+    partial = 0 < m.checkpoint_layers < m.num_layers
+    return True if partial and m.scan_layers is None and _scan_layers(cfg) else m.checkpoint
+
+
+def stacked_checkpoint_note(given: Config, resolved: Config) -> str | None:
+    """The log line for a checkpoint fraction that `_stacked_checkpoint` rounded up, else None."""
+    if given.model.checkpoint == resolved.model.checkpoint:
+        return None
+    return (
+        f"model.checkpoint={given.model.checkpoint!r}: with parallel.pipeline.size="
+        f"{given.parallel.pipeline.size} the layers are stacked (one layer body for all), so every "
+        "layer is recomputed in the backward pass; results are the same, the activations need less "
+        "memory and the step more time."
+    )
 
 
 def resolve(cfg: Config, source: str) -> Config:
@@ -95,6 +124,8 @@ def resolve(cfg: Config, source: str) -> Config:
         ),
         qk_interleaved=bool(qk_interleaved),
         head_dim=_head_dim(model, source),
+        scan_layers=_scan_layers(cfg),
+        checkpoint=_stacked_checkpoint(cfg),
     )
 
     lr = cfg.lr_scheduler

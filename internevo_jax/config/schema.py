@@ -133,7 +133,8 @@ class ModelConfig:
     moe_layer_kwargs: dict[str, Any] = field(default_factory=dict)
     # Extensions of this project (docs/config.md).
     attn_impl: str = "auto"  # auto | cudnn | pallas_gpu | splash | xla (docs/attention.md)
-    scan_layers: bool = False
+    # None: stacked exactly when the pipeline needs it (parallel.pipeline.size > 1), else unrolled
+    scan_layers: bool | None = None
     remat_policy: str = REMAT_FULL
 
     @property
@@ -180,7 +181,9 @@ class TensorConfig:
 class PipelineConfig:
     size: int = 1
     interleaved_overlap: bool = False
-    mode: str = "1F1B"
+    mode: str = "1F1B"  # "ZBH1" / "ZBV" (zero-bubble schedules) are refused
+    use_zeropp: bool = False  # True is refused: ZeRO++ is not implemented
+    zero_bubble: bool = False  # True is refused: zero-bubble schedules are not implemented
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,8 @@ class CkptConfig:
     load_given_ckpt: bool | None = None  # legacy
     load_optimizer: bool = True  # legacy
     keep_last_n: int | None = None  # extension: keep only the newest N checkpoints
-    enable_internevo2hf_ckpt: bool = False  # True is refused for now: tools/convert2hf.py converts
+    # True: a Hugging Face copy <save_ckpt_folder>/<step>_hf of every regular checkpoint (checkpoint/hf_copy.py)
+    enable_internevo2hf_ckpt: bool = False
 
 
 @dataclass(frozen=True)
@@ -358,11 +362,15 @@ SCALARS: dict[str, tuple[Any, Any]] = {
     "tensorboard_folder": (str | None, None),
     "resume_tb_folder": (str | None, None),
 }
-# Top-level InternEvo keys accepted and kept in Config.extra; none of them changes training here.
+# Top-level InternEvo keys accepted and kept in Config.extra; none of them changes training here
+# (validate refuses the values that ask for a feature this project lacks).
 EXTRA_KEYS = (
     "alert_address",
     "batch_count",
     "selective_checkpoint",
+    "selective_checkpoint_offload",
+    "hf",  # refused when present (validate.py)
+    "fsdp_wrap_cls",
     "grad_profiling",
     "metric_dtype",
     "generation",

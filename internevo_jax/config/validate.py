@@ -50,6 +50,19 @@ def _check_data(cfg: Config, c: _Checker) -> None:
             f"is {d.gradient_accumulation} but must equal data.micro_num ({d.micro_num}) without pipeline "
             "parallelism (as in InternEvo); remove gradient_accumulation, micro_num sets it.",
         )
+    if d.min_length_dict:
+        bad = [
+            (k, v)
+            for k, v in d.min_length_dict.items()
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) or v < 0
+        ]
+        if bad:
+            c.require(
+                False,
+                "data.min_length_dict",
+                f"has the entry {bad[0][0]!r}: {bad[0][1]!r}; it must map a substring of a .bin file's path "
+                "(a str) to that file's minimum sample length (an int, 0 or more), e.g. {'arxiv': 50}.",
+            )
     if d.rampup_batch_size:
         parts = d.rampup_batch_size.split()
         c.require(
@@ -221,12 +234,6 @@ def _check_ckpt(cfg: Config, c: _Checker) -> None:
         c.non_negative(k.oss_snapshot_freq, "ckpt.oss_snapshot_freq")
     if k.keep_last_n is not None:
         c.positive(k.keep_last_n, "ckpt.keep_last_n")
-    c.require(
-        not k.enable_internevo2hf_ckpt,
-        "ckpt.enable_internevo2hf_ckpt",
-        "is True, but writing a Hugging Face copy beside every checkpoint is not implemented yet; set it to "
-        "False and convert a saved checkpoint with `python tools/convert2hf.py --src <ckpt>/<step> --tgt DIR`.",
-    )
     info = k.load_ckpt_info
     if info is not None:
         c.require(bool(info.path), "ckpt.load_ckpt_info.path", "must name the checkpoint folder to load.")
@@ -240,6 +247,56 @@ def _check_ckpt(cfg: Config, c: _Checker) -> None:
         )
 
 
+# InternEvo features this project lacks, asked for by a value of a key that is otherwise accepted:
+# (key, is the feature asked for?, what to do instead).
+UNSUPPORTED_FEATURES = (
+    (
+        "hf",
+        lambda cfg: "hf" in cfg.extra,
+        "names a Hugging Face PyTorch module to train as it is (InternEvo's HF model wrapper). This "
+        "project trains its own JAX models: remove `hf` and `fsdp_wrap_cls`, set model_type to the "
+        'family (e.g. "INTERNLM2") with its sizes in `model`, and load the HF weights with '
+        'ckpt.load_ckpt_info=dict(path=HF_FOLDER, content=("model",), ckpt_type="hf").',
+    ),
+    (
+        "model.adapt_hf",
+        lambda cfg: cfg.model_type.endswith("_FROM_HF") and cfg.model.qk_interleaved,
+        "must be True for a *_FROM_HF model_type: its weights are in the Hugging Face layout, whose "
+        "rotary embedding is not interleaved (model.qk_interleaved=False).",
+    ),
+    (
+        "parallel.sequence_2D.enable",
+        lambda cfg: bool(cfg.parallel.sequence_2D.get("enable")),
+        "is True: 2D sequence parallelism (head x context parallel attention) is not implemented here. "
+        'Set it to False and use parallel.tensor=dict(size=N, mode="isp") (or "msp"/"fsp") for sequence '
+        "parallelism.",
+    ),
+    (
+        "parallel.pipeline.zero_bubble",
+        lambda cfg: cfg.parallel.pipeline.zero_bubble,
+        "is True: zero-bubble pipeline schedules are not implemented here; set it to False (the pipeline "
+        "runs 1F1B order, interleaved when model.num_chunks > 1).",
+    ),
+    (
+        "parallel.pipeline.mode",
+        lambda cfg: str(cfg.parallel.pipeline.mode).upper() != "1F1B",
+        'is not "1F1B": the zero-bubble schedules (ZBH1, ZBV) are not implemented here; use '
+        'mode="1F1B" (interleaved when model.num_chunks > 1).',
+    ),
+    (
+        "parallel.pipeline.use_zeropp",
+        lambda cfg: cfg.parallel.pipeline.use_zeropp,
+        "is True: ZeRO++ (quantised weight and gradient communication) is not implemented here; set it to "
+        "False.",
+    ),
+)
+
+
+def _check_unsupported(cfg: Config, c: _Checker) -> None:
+    for key, asked, message in UNSUPPORTED_FEATURES:
+        c.require(not asked(cfg), key, message)
+
+
 def validate(cfg: Config, source: str) -> None:
     """Raise ConfigError for the first impossible value in ``cfg`` (a resolved Config)."""
     c = _Checker(source)
@@ -249,3 +306,4 @@ def validate(cfg: Config, source: str) -> None:
     _check_parallel(cfg, c)
     _check_optim(cfg, c)
     _check_ckpt(cfg, c)
+    _check_unsupported(cfg, c)

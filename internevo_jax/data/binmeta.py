@@ -378,18 +378,46 @@ def find_bin_files(folder: str | os.PathLike) -> list[tuple[str, int]]:
     return found
 
 
+def file_min_length(path: str, min_length: int, min_length_dict: dict[str, int] | None) -> int:
+    """The min_length of one `.bin` file: `min_length_dict[k]` for the key k found in its path, else min_length.
+
+    As InternEvo's get_packed_dataset_without_short_length: a key matches when it is a substring of
+    the joined walk path; a path matched by two or more keys is an error.
+    """
+    if not min_length_dict:
+        return min_length
+    matched = [k for k in min_length_dict if k in path]
+    if len(matched) > 1:
+        raise DataError(
+            f"The file name `{path}` matched the following keys of data.min_length_dict: {matched}. Each "
+            f".bin path may contain at most one key, so that its minimum sample length is unambiguous; "
+            f"make the keys distinct substrings (e.g. a folder name with its slashes, '/arxiv/'), or move "
+            f"the file."
+        )
+    return int(min_length_dict[matched[0]]) if matched else min_length
+
+
 def load_bin_folder(
-    folder: str | os.PathLike, *, min_length: int = 0, vocab_size: int | None = None
+    folder: str | os.PathLike,
+    *,
+    min_length: int = 0,
+    vocab_size: int | None = None,
+    min_length_dict: dict[str, int] | None = None,
 ) -> list[BinSource]:
-    """A `BinSource` per `.bin` file under `folder` (sorted walk), skipping files left empty by min_length."""
+    """A `BinSource` per `.bin` file under `folder` (sorted walk), skipping files left empty by min_length.
+
+    min_length_dict ({path substring: min_length}) overrides min_length per file (`file_min_length`).
+    """
     sources = []
     for path, type_id in find_bin_files(folder):
-        src = BinSource(path, type_id=type_id, min_length=min_length, vocab_size=vocab_size)
+        limit = file_min_length(path, min_length, min_length_dict)
+        src = BinSource(path, type_id=type_id, min_length=limit, vocab_size=vocab_size)
         if len(src):
             sources.append(src)
     if not sources:
+        per_file = " (or the data.min_length_dict value its file's path matches)" if min_length_dict else ""
         raise DataError(
-            f"No sample under {folder} has at least data.min_length={min_length} tokens. Lower "
-            f"data.min_length or add longer samples."
+            f"No sample under {folder} has at least data.min_length={min_length}{per_file} tokens. Lower "
+            f"{'these limits' if min_length_dict else 'data.min_length'} or add longer samples."
         )
     return sources

@@ -5,9 +5,10 @@ step: the loader's whole position is the step counter, so resuming is `restore({
 A batch is a dict of int32 arrays [micro_num, rows, packed_length] where row j is the pack of
 data-parallel rank `dp_ranks[j]`.
 
-`data.type = "streaming"` gives a `StreamingTrainLoader` instead (data/streaming.py): the same
-interface over raw text tokenized on the fly. With `data.num_worker > 0`, iterating a TrainLoader
-builds the batches in grain worker processes (data/workers.py).
+`data.type = "streaming"` (or "hf", InternEvo's earlier name for it) gives a `StreamingTrainLoader`
+instead (data/streaming.py): the same interface over raw text tokenized on the fly. With
+`data.num_worker > 0`, iterating a TrainLoader builds the batches in grain worker processes
+(data/workers.py).
 
 `build_valid_loaders` returns one `ValidSet` per folder of `valid_folder` holding `.bin` files:
 no shuffle, samples cut to seq_len and padded, `micro_bsz` samples side by side in a row, as
@@ -26,16 +27,15 @@ import numpy as np
 from internevo_jax.data.binmeta import BinSource, load_bin_folder
 from internevo_jax.data.errors import DataError
 from internevo_jax.data.mock import TRAIN_MOCK_SAMPLES, VALID_MOCK_SAMPLES_PER_RANK, MockSource
-from internevo_jax.data.packing import PACK_KEYS, ConcatDataset, PackedDataset
+from internevo_jax.data.packing import PACK_KEYS, ConcatDataset, PackedDataset, fill_rows
 from internevo_jax.data.sampler import BatchSchedule, BatchSkipper, changed_settings
-from internevo_jax.data.streaming import StreamingTrainLoader, build_streaming_loader
+from internevo_jax.data.streaming import STREAMING_TYPES, StreamingTrainLoader, build_streaming_loader
 from internevo_jax.data.workers import GrainBatches, import_grain
-from internevo_jax.names import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
 VALID_MIN_LENGTH = 50  # InternEvo's validation JsonlDataset keeps its default min_length=50
-SUPPORTED_TYPES = ("tokenized", "streaming")
+SUPPORTED_TYPES = ("tokenized", *STREAMING_TYPES)
 
 # Every setting is read from its typed field of config.schema.DataConfig, which holds the defaults
 # (InternEvo's); derived fields (packed_length, valid_micro_num, seed) are filled when a Config loads.
@@ -47,7 +47,7 @@ def _check_type(data) -> str:
         raise DataError(
             f"data.type={kind!r} is not supported; use 'tokenized' (.bin/.bin.meta from tools/tokenizer.py, "
             f"or mock data with train_folder=None) or 'streaming' (raw text tokenized on the fly with "
-            f"data.tokenizer_path)."
+            f"data.tokenizer_path; 'hf' is read the same way)."
         )
     return kind
 
@@ -236,7 +236,13 @@ def _train_sources(cfg, vocab_size: int) -> list:
                 TRAIN_MOCK_SAMPLES, data.seq_len, vocab_size, fixed_seqlen=data.fixed_random_dataset_seqlen
             )
         ]
-    return load_bin_folder(data.train_folder, min_length=data.min_length, vocab_size=vocab_size)
+    # InternEvo applies min_length_dict to the training folder only.
+    return load_bin_folder(
+        data.train_folder,
+        min_length=data.min_length,
+        vocab_size=vocab_size,
+        min_length_dict=data.min_length_dict,
+    )
 
 
 def build_train_loader(
@@ -246,19 +252,23 @@ def build_train_loader(
 
     dp_size: the data-parallel size (ranks that each read their own packs); dp_ranks: the ranks
     this process feeds, one batch row each. vocab_size defaults to cfg.model.vocab_size.
-    data.type "streaming" gives a StreamingTrainLoader (same interface; see data/streaming.py).
+    data.type "streaming" or "hf" gives a StreamingTrainLoader (same interface; see data/streaming.py).
+    data.use_packed_dataset=False puts one sample per seq_len row of each pack (`packing.fill_rows`).
     """
     data = cfg.data
     kind = _check_type(data)
     vocab = _vocab_size(cfg, vocab_size)
-    if kind == "streaming":
+    if kind in STREAMING_TYPES:
         return build_streaming_loader(cfg, dp_size=int(dp_size), dp_ranks=list(dp_ranks), vocab_size=vocab)
     seq_len, micro_bsz = data.seq_len, data.micro_bsz
     packed_length = seq_len * micro_bsz  # InternEvo forces this, whatever data.packed_length says
     into_one = data.pack_sample_into_one
+    unpacked = not data.use_packed_dataset
     sources = _train_sources(cfg, vocab)
     packed = [
-        PackedDataset(s, seq_len=seq_len, packed_length=packed_length, pack_sample_into_one=into_one)
+        PackedDataset(
+            s, seq_len=seq_len, packed_length=packed_length, pack_sample_into_one=into_one, unpacked=unpacked
+        )
         for s in sources
     ]
     packs = ConcatDataset(packed)
@@ -268,6 +278,7 @@ def build_train_loader(
         "tokens": int(sum(s.num_tokens for s in sources)),
         "packs": len(packs),
         "dropped_by_min_length": int(sum(getattr(s, "num_unfiltered", len(s)) - len(s) for s in sources)),
+        "unpacked": unpacked and not into_one,
     }
     logger.info(
         "train data: %d files, %d samples, %d tokens -> %d packs of %d tokens",
@@ -330,26 +341,17 @@ class ValidSet:
     def get_batch(self, index: int) -> dict[str, np.ndarray]:
         if not 0 <= index < self.num_batches:
             raise IndexError(f"validation batch {index} out of range for {self.name!r} ({self.num_batches})")
-        S, L = self.seq_len, self.seq_len * self.micro_bsz
-        shape = (self.micro_num, len(self.dp_ranks), L)
-        out = {
-            "input_ids": np.zeros(shape, np.int32),
-            "labels": np.full(shape, IGNORE_INDEX, np.int32),
-            "positions": np.broadcast_to(np.tile(np.arange(S, dtype=np.int32), self.micro_bsz), shape).copy(),
-            "segment_ids": np.zeros(shape, np.int32),
-            "type_ids": np.zeros(shape, np.int32),
-        }
+        S, B = self.seq_len, self.micro_bsz
+        shape = (self.micro_num, len(self.dp_ranks), S * B)
+        out = {k: np.empty(shape, np.int32) for k in PACK_KEYS}
         for j, rank in enumerate(self.dp_ranks):
-            for i in range(self.batch_samples):
-                sample = self.samples[(index * self.batch_samples + i) * self.dp_size + rank][:S]
-                m, slot = divmod(i, self.micro_bsz)
-                a, n = slot * S, len(sample)
-                if n == 0:
-                    continue
-                out["input_ids"][m, j, a : a + n] = np.abs(sample)
-                nxt = np.append(sample[1:], IGNORE_INDEX)
-                out["labels"][m, j, a : a + n] = np.where(nxt > 0, nxt, IGNORE_INDEX)
-                out["segment_ids"][m, j, a : a + n] = slot + 1
+            for m in range(self.micro_num):
+                first = index * self.batch_samples + m * B
+                samples = [self.samples[(first + slot) * self.dp_size + rank] for slot in range(B)]
+                # Validation types are all 0, as InternEvo's validation batches carry none.
+                pack = fill_rows(samples, seq_len=S, rows=B, type_id=0)
+                for k in PACK_KEYS:
+                    out[k][m, j] = pack[k]
         return out
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

@@ -16,8 +16,14 @@ Within a pack (`packed_length = seq_len * micro_bsz`):
   seq_len windows, positions 0..seq_len-1 in each. Labels as above, except that the last token of
   every fragment, including one cut at the pack end, gets -100 (InternEvo's behaviour).
 
-Then InternEvo's collate step: inputs are abs(id) and a label is kept only if it is > 0, so the
-position predicting a negative id (a prompt token, masked from the loss) and the position
+With `unpacked=True` (InternEvo's `data.use_packed_dataset=False`: PackedDatasetWithCut.build_unpack
+followed by unpack_data) the number of packs and their sampling stay the same, but pack k holds the
+samples at positions k*micro_bsz .. (k+1)*micro_bsz - 1 of the shuffled order, one per seq_len row
+(`fill_rows`); positions past the last sample leave empty rows. pack_sample_into_one=True ignores it:
+there InternEvo's rows are already the fixed seq_len windows.
+
+Then InternEvo's collate step (`collate`): inputs are abs(id) and a label is kept only if it is > 0,
+so the position predicting a negative id (a prompt token, masked from the loss) and the position
 predicting id 0 get label -100.
 """
 
@@ -55,6 +61,7 @@ class PackedDataset:
         seq_len: int,
         packed_length: int,
         pack_sample_into_one: bool = False,
+        unpacked: bool = False,
         seed: int = DEFAULT_PACK_SEED,
     ):
         if packed_length % seq_len:
@@ -63,6 +70,9 @@ class PackedDataset:
         self.seq_len = int(seq_len)
         self.packed_length = int(packed_length)
         self.pack_sample_into_one = bool(pack_sample_into_one)
+        # InternEvo unpacks only PackedDatasetWithCut; its fixed windows are rows already.
+        self.unpacked = bool(unpacked) and not self.pack_sample_into_one
+        self.rows = self.packed_length // self.seq_len
         order = np.arange(len(source))
         np.random.RandomState(seed).shuffle(order)
         self.order = order
@@ -78,6 +88,8 @@ class PackedDataset:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"pack {index} out of range ({len(self)} packs)")
+        if self.unpacked:
+            return self._unpacked_pack(index)
         L = self.packed_length
         start, end = index * L, (index + 1) * L
         first = int(np.searchsorted(self.ends, start, side="right"))
@@ -97,12 +109,23 @@ class PackedDataset:
             type_id=self.source.type_id,
         )
 
+    def _row_positions(self, index: int) -> range:
+        """Positions in the shuffled order of the samples unpacked pack `index` holds, one per row."""
+        return range(index * self.rows, min((index + 1) * self.rows, len(self.order)))
+
+    def _unpacked_pack(self, index: int) -> dict[str, np.ndarray]:
+        samples = [self.source[int(self.order[j])] for j in self._row_positions(index)]
+        return fill_rows(samples, seq_len=self.seq_len, rows=self.rows, type_id=self.source.type_id)
+
     def sample_indices(self, index: int) -> list[int]:
         """Source indices of the samples pack `index` reads (to check which samples a reader touches)."""
+        lengths = np.asarray(self.source.lengths)
+        if self.unpacked:
+            picked = (int(self.order[j]) for j in self._row_positions(index))
+            return [i for i in picked if lengths[i] > 0]
         L = self.packed_length
         first = int(np.searchsorted(self.ends, index * L, side="right"))
         last = int(np.searchsorted(self.ends, (index + 1) * L, side="left"))
-        lengths = np.asarray(self.source.lengths)
         return [int(self.order[j]) for j in range(first, last + 1) if lengths[self.order[j]] > 0]
 
 
@@ -141,12 +164,46 @@ def fill_pack(
     if pack_sample_into_one:
         positions[:] = np.tile(np.arange(S, dtype=np.int32), L // S)
         segments[:] = np.repeat(np.arange(1, L // S + 1, dtype=np.int32), S)
+    return collate(tokens, labels, positions, segments, np.full(L, type_id, dtype=np.int32))
+
+
+def fill_rows(
+    samples: Sequence[np.ndarray], *, seq_len: int, rows: int, type_id: int
+) -> dict[str, np.ndarray]:
+    """One pack of `rows` rows of seq_len tokens: row j holds samples[j] cut to seq_len, then padding.
+
+    InternEvo's unpacked batches (and its validation batches): a sample is its own segment (id j + 1),
+    its last kept token gets label -100 even when the sample was cut, and padding is input 0, label
+    -100, segment 0 (the model's padding id) and type 0. Positions are 0..seq_len-1 in every row.
+    """
+    S, L = int(seq_len), int(seq_len) * int(rows)
+    if len(samples) > rows:
+        raise ValueError(f"{len(samples)} samples do not fit {rows} rows")
+    tokens = np.zeros(L, dtype=np.int64)
+    labels = np.full(L, IGNORE_INDEX, dtype=np.int64)
+    segments = np.zeros(L, dtype=np.int32)
+    types = np.zeros(L, dtype=np.int32)
+    for j, sample in enumerate(samples):
+        chunk = np.asarray(sample[:S], dtype=np.int64)
+        n, a = len(chunk), j * S
+        if n == 0:
+            continue
+        tokens[a : a + n] = chunk
+        labels[a : a + n - 1] = chunk[1:]
+        segments[a : a + n] = j + 1
+        types[a : a + n] = type_id
+    positions = np.tile(np.arange(S, dtype=np.int32), int(rows))
+    return collate(tokens, labels, positions, segments, types)
+
+
+def collate(tokens, labels, positions, segments, types) -> dict[str, np.ndarray]:
+    """InternEvo's collate step: inputs abs(id), a label kept only if it is > 0 (else -100)."""
     return {
         "input_ids": np.abs(tokens).astype(np.int32),
         "labels": np.where(labels > 0, labels, IGNORE_INDEX).astype(np.int32),
         "positions": positions,
         "segment_ids": segments,
-        "type_ids": np.full(L, type_id, dtype=np.int32),
+        "type_ids": types,
     }
 
 

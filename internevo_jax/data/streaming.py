@@ -1,4 +1,5 @@
-"""`data.type = "streaming"`: raw text read in order, tokenized on the fly, packed, resumable by step.
+"""`data.type = "streaming"` (or InternEvo's older name "hf"): raw text read in order, tokenized on the
+fly, packed, resumable by step.
 
 As InternEvo's streaming dataset: records are read in file order without shuffling, data-parallel rank
 r takes records r, r + dp, r + 2*dp, ... (InternEvo's split_dataset_by_node), and each step takes the
@@ -37,6 +38,7 @@ from internevo_jax.data.tokenizer import Tokenizer
 logger = logging.getLogger(__name__)
 
 STREAMING_TYPE_NAMES = ["en"]  # InternEvo names the streaming data's one type "en"
+STREAMING_TYPES = ("streaming", "hf")  # "hf": InternEvo's earlier name of its Hugging Face streaming data
 ENCODE_BATCH = 64  # records tokenized per sentencepiece call
 MEMO_EVERY = 64  # remember a rank's cursor every this many packs
 
@@ -398,48 +400,76 @@ def _background(fn, start: int, stop: int | None, depth: int):
                 thread.join(0.05)
 
 
-def _tokenizer_file(path: str | None) -> str:
+def _tokenizer_file(path: str | None, kind: str = "streaming") -> str:
     if not path:
         raise DataError(
-            "data.type='streaming' tokenizes text on the fly and needs data.tokenizer_path: the model's "
+            f"data.type={kind!r} tokenizes text on the fly and needs data.tokenizer_path: the model's "
             "sentencepiece tokenizer (a .model file, or a folder holding tokenizer.model)."
         )
     if os.path.isdir(path):  # InternEvo passes a Hugging Face model folder
         candidate = os.path.join(path, "tokenizer.model")
         if os.path.isfile(candidate):
             return candidate
+        models = sorted(f for f in os.listdir(path) if f.endswith(".model"))
+        if len(models) == 1:
+            return os.path.join(path, models[0])
+        found = f" (it holds several: {models})" if models else ""
         raise DataError(
-            f"data.tokenizer_path={path} is a folder without tokenizer.model; point it at the sentencepiece model."
+            f"data.tokenizer_path={path} is a folder without tokenizer.model{found}. Streaming data is tokenized "
+            f"with the model's sentencepiece model, which Hugging Face folders of InternLM / Llama models ship as "
+            f"tokenizer.model (a tokenizer.json alone cannot be read); point tokenizer_path at that file."
         )
     if not os.path.isfile(path):
         raise DataError(
             f"data.tokenizer_path={path} does not exist; set it to the model's sentencepiece tokenizer "
-            f"(a .model file, or a folder holding tokenizer.model)."
+            f"(a .model file, or a local folder holding tokenizer.model: Hugging Face hub names are not "
+            f"downloaded, fetch the model folder first, e.g. `huggingface-cli download NAME --local-dir DIR`)."
         )
     return path
+
+
+def _check_settings(data, kind: str) -> None:
+    """Refuse settings InternEvo's streaming data has no counterpart for, and sources that are not local."""
+    if not data.use_packed_dataset:
+        raise DataError(
+            f"data.use_packed_dataset=False is not supported with data.type={kind!r}: streamed samples are "
+            f"always packed (InternEvo unpacks only tokenized .bin data). Remove use_packed_dataset or set it to "
+            f"True; packs keep samples apart with segment ids, so attention never crosses two samples."
+        )
+    if not data.train_folder:
+        raise DataError(
+            f"data.type={kind!r} reads raw text from data.train_folder (a .jsonl file, a folder of .jsonl / "
+            ".parquet / .arrow files, or a datasets save_to_disk folder); it is not set."
+        )
+    if not os.path.exists(data.train_folder):
+        name = data.train_folder
+        raise DataError(
+            f"data.train_folder={name!r} does not exist on this machine. data.type={kind!r} reads local files "
+            f"only (a .jsonl file, a folder of .jsonl / .parquet / .arrow files, or a folder written by "
+            f"datasets' save_to_disk) and never downloads from the Hugging Face hub. To train on a hub dataset, "
+            f'save it once where it can be downloaded, `python -c "import datasets; '
+            f"datasets.load_dataset('{name}').save_to_disk('FOLDER')\"`, then set data.train_folder='FOLDER'."
+        )
 
 
 def build_streaming_loader(
     cfg, *, dp_size: int, dp_ranks: Sequence[int], vocab_size: int
 ) -> StreamingTrainLoader:
-    """The streaming training loader for `cfg.data` (type "streaming"); see the module docstring."""
+    """The streaming training loader for `cfg.data` (type "streaming" or "hf"); see the module docstring."""
     data = cfg.data
-    if not data.train_folder:
-        raise DataError(
-            "data.type='streaming' reads raw text from data.train_folder (a .jsonl file, a folder of .jsonl / "
-            ".parquet / .arrow files, or a datasets save_to_disk folder); it is not set."
-        )
+    kind = data.type
+    _check_settings(data, kind)
     # InternEvo reads the text field "text" and has no config key to change it; neither has the schema.
     field = DEFAULT_TEXT_FIELD
     files = open_text_files(data.train_folder, field=field, subset_name=data.subset_name)
-    tokenizer = Tokenizer(_tokenizer_file(data.tokenizer_path))
+    tokenizer = Tokenizer(_tokenizer_file(data.tokenizer_path, kind))
     if tokenizer.vocab_size > vocab_size:
         raise DataError(
             f"The tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size is "
             f"{vocab_size}: set model.vocab_size to at least the tokenizer's size."
         )
-    summary = {"type": "streaming", "files": len(files), "tokenizer": tokenizer.path, "field": field}
-    logger.info("streaming train data: %d files from %s, field %r", len(files), data.train_folder, field)
+    summary = {"type": kind, "files": len(files), "tokenizer": tokenizer.path, "field": field}
+    logger.info("%s train data: %d files from %s, field %r", kind, len(files), data.train_folder, field)
     return StreamingTrainLoader(
         files,
         tokenizer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from internevo_jax.data.binmeta import dataset_type_ids
 from internevo_jax.data.errors import DataError
-from internevo_jax.data.streaming import STREAMING_TYPE_NAMES
+from internevo_jax.data.streaming import STREAMING_TYPE_NAMES, STREAMING_TYPES
 
 MOCK_TYPE_NAMES = ["mock"]
 
@@ -14,10 +14,10 @@ def type_names(cfg) -> list[str]:
 
     Tokenized data: the sorted top-level entries of data.train_folder (InternEvo numbers them all, so
     the list matches the type ids the loader assigns); mock data (train_folder None): ["mock"];
-    streaming data: ["en"] (InternEvo's one streaming type).
+    streaming data (type "streaming" or "hf"): ["en"] (InternEvo's one streaming type).
     """
     data = cfg.data
-    if data.type == "streaming":
+    if data.type in STREAMING_TYPES:
         return list(STREAMING_TYPE_NAMES)
     folder = data.train_folder
     if folder is None:

@@ -48,6 +48,23 @@ def check_params_fit(params: dict, model, source: str) -> None:
         )
 
 
+def _plan(cfg: Any, dtype: str) -> tuple:
+    """(model, family, mapping, aux_loss_coef) of the model `cfg` describes; CheckpointError when
+    transformers has no class for it or its config.json cannot express it."""
+    model = build_model(cfg)
+    family = model_family(cfg.model_type)
+    mapping = mapping_for(family)
+    aux_loss_coef = cfg.loss.moe_loss_coeff if model.args.moe is not None else None
+    # What the class cannot express is refused before any tensor is named (tokenizer ids come later).
+    hf_config(model.args, family, dtype=dtype, aux_loss_coef=aux_loss_coef)
+    return model, family, mapping, aux_loss_coef
+
+
+def check_exportable(cfg: Any, dtype: str = "bf16") -> None:
+    """CheckpointError when the model `cfg` describes cannot be written as a Hugging Face folder."""
+    _plan(cfg, dtype)
+
+
 def _replace_folder(tmp: str, target: str, overwrite: bool) -> None:
     if os.path.exists(target):
         if os.path.isdir(target) and not os.listdir(target):
@@ -85,13 +102,8 @@ def export_hf(
             f"{target} already exists. Choose a new folder, or pass --overwrite to replace it."
         )
     max_bytes = parse_size(max_shard_size)
-    model = build_model(cfg)
-    family = model_family(cfg.model_type)
-    mapping = mapping_for(family)
+    model, family, mapping, aux_loss_coef = _plan(cfg, dtype)
     check_params_fit(params, model, source)
-    aux_loss_coef = cfg.loss.moe_loss_coeff if model.args.moe is not None else None
-    # What the class cannot express is refused before any tensor is named (tokenizer ids come later).
-    hf_config(model.args, family, dtype=dtype, aux_loss_coef=aux_loss_coef)
     leaves = to_hf(unrolled_leaves(params), model.args, mapping.qkv_layout)
     maps = {
         tensor_map(family, path).hf: (tensor_map(family, path), leaves[path])

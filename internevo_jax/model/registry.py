@@ -28,8 +28,33 @@ def register_model(name: str, model: Any = None) -> Any:
     return _register(model)
 
 
+# InternEvo's wrapper of a Hugging Face PyTorch model of a family ("INTERNLM_FROM_HF"): here the
+# family's own model, whose weights load from the HF folder (ckpt_type "hf_model" / "hf").
+FROM_HF_SUFFIX = "_FROM_HF"
+
+# InternEvo model types of features this project does not implement, and what they are.
+UNSUPPORTED_MODEL_TYPES = {
+    "LLAVA": "a vision-language model (image encoder + projector)",
+    "CHAMELEON": "a mixed-modal (image token) model",
+}
+
+
 def get_model_class(name: str) -> Any:
     """The registered entry for `name`; ValueError listing the names and the closest one."""
+    if name in UNSUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"model_type {name!r} is {UNSUPPORTED_MODEL_TYPES[name]}, which this project does not "
+            f"implement; it trains the language models {', '.join(sorted(MODEL_REGISTRY))}."
+        )
+    if isinstance(name, str) and name.endswith(FROM_HF_SUFFIX) and name not in MODEL_REGISTRY:
+        family = name[: -len(FROM_HF_SUFFIX)]
+        if family not in MODEL_REGISTRY:
+            raise ValueError(
+                f"model_type {name!r} wraps a Hugging Face model of the family {family!r}, which this "
+                f"project does not implement; the families it has: {', '.join(sorted(MODEL_REGISTRY))} "
+                f'(load their HF weights with ckpt.load_ckpt_info ckpt_type="hf").'
+            )
+        return MODEL_REGISTRY[family]
     try:
         return MODEL_REGISTRY[name]
     except KeyError:

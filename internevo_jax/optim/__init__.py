@@ -5,6 +5,7 @@ from internevo_jax.optim.adamw import (
     clip_by_global_norm_internevo,
     grad_norm_of,
     hyperparams_of,
+    next_hyperparams,
 )
 from internevo_jax.optim.loss_scaler import DynamicLossScaler, LossScaleState
 from internevo_jax.optim.schedules import Beta2Schedule, LrSchedule
@@ -18,4 +19,5 @@ __all__ = [
     "clip_by_global_norm_internevo",
     "grad_norm_of",
     "hyperparams_of",
+    "next_hyperparams",
 ]

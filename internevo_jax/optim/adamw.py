@@ -77,3 +77,13 @@ def hyperparams_of(opt_state) -> dict:
     """The lr and beta2 that the last update used (inject_hyperparams records them)."""
     hp = opt_state[1].hyperparams
     return {"lr": hp["learning_rate"], "adam_beta2": hp["b2"]}
+
+
+def next_hyperparams(opt_state, lr_schedule: LrSchedule, beta2_schedule: Beta2Schedule) -> dict:
+    """The lr and beta2 the next update will use: the schedules at the successful-update count.
+
+    InternEvo's metrics line shows these (its schedulers step right after the optimizer, before
+    the line is written), so its first line shows the second update's lr.
+    """
+    count = opt_state[1].count
+    return {"lr": lr_schedule(count), "adam_beta2": beta2_schedule(count)}

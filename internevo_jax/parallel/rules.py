@@ -70,8 +70,9 @@ def _check_pipeline(cfg: Config) -> int:
         return 1
     if not cfg.model.scan_layers:
         raise ConfigError(
-            f"{source}: parallel.pipeline.size={pp} needs the layers stacked: set model.scan_layers=True "
-            "(or --set model.scan_layers=True); each stage then holds a slice of the stacked weights.",
+            f"{source}: parallel.pipeline.size={pp} needs the layers stacked, but model.scan_layers=False "
+            "is set: remove the key (pipeline runs stack the layers by themselves) or set it to True; "
+            "each stage holds a slice of the stacked weights.",
             key="model.scan_layers",
             source=source,
         )

@@ -1,6 +1,8 @@
 """Callbacks: what `fit` runs around each step, built-in behaviour and users' code alike.
 
-`step` in every hook is the step's number as the metrics line shows it (1 for the first step).
+`step` in every hook counts the steps done: 1 after the first step. Checkpoint names, validation
+(data.valid_every), the stop file and run summaries count the same way, as InternEvo's step_count
+does. The metrics line's `step` is the batch index, one less: InternEvo numbers its lines from 0.
 Callbacks run on every process; only process 0 (`run.is_logger`) should write files or logs.
 
 `fit` keeps the device busy: it queues step N+1 before it reads the metrics of step N, so

@@ -129,17 +129,17 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
         """Read a dispatched step's metrics, write its record, run the record hooks; True = stop."""
         metrics = trainer.finish(pending.step)
         timer.step_done(metrics["step_time"])
-        step = pending.step.index + 1
+        step = pending.step.index + 1  # steps done, as the hooks count them
         losses.append(metrics["loss"])
         if metrics["overflow"]:
             logger.warning(
                 "step %d: non-finite gradients, update skipped (loss scale now %g)",
-                step,
+                pending.step.index,
                 metrics["loss_scale"],
             )
         record = step_record(
             cfg,
-            step=step,
+            step=pending.step.index,  # InternEvo's line numbers batches from 0
             metrics=metrics,
             # tokens as of this step (later steps may be queued); skipped batches up to this step
             context=dataclasses.replace(ctx, num_consumed_tokens=pending.step.consumed_tokens),
@@ -168,7 +168,7 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
                 stop = report(in_flight) if in_flight is not None else False
                 in_flight = None
                 trainer.skip(step_index=index)
-                logger.info("step %d skipped (data.skip_batches)", step)
+                logger.info("step %d skipped (data.skip_batches)", index)
                 if hooks.on_step_skipped(run, step) or stop:
                     break
                 continue

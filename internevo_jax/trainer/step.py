@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from internevo_jax.model.moe.layer import MOE_COLLECTION
 from internevo_jax.names import PIPELINE
-from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of
+from internevo_jax.optim import DynamicLossScaler, grad_norm_of, hyperparams_of, next_hyperparams
 from internevo_jax.parallel import batch_sharding, mesh_context
 from internevo_jax.parallel.pipeline import pipelined_forward
 from internevo_jax.parallel.zero import compute_copy, compute_dtypes, compute_shardings, reduce_layouts
@@ -186,6 +186,7 @@ def make_train_step(
     type_names: tuple[str, ...] = (),
     ce_chunk_size: int = 0,
     moe_loss_coeff: float = 1.0,
+    schedules: tuple[Callable, Callable] | None = None,
 ) -> Callable:
     """Build `step(state, batch) -> (state, metrics)`, jitted with explicit shardings.
 
@@ -198,6 +199,9 @@ def make_train_step(
     `ce_chunk_size` (loss.ce_chunk_size) and `moe_loss_coeff` (loss.moe_loss_coeff): see
     `make_grads_fn`. An MoE model's metrics add moe_loss (and "loss" is the cross-entropy alone,
     as InternEvo prints it), moe_load [layers, experts] and moe_dropped [layers].
+    `schedules` (lr schedule, beta2 schedule): the metrics' lr and adam_beta2 are then the rates
+    the next update will use, as InternEvo's line shows them; without them (an optimizer built
+    outside `build_optimizer`), the rates this update used.
 
     Layout (docs/parallel.md): `state_shardings.params` is the fp32 master layout (ZeRO-1:
     sharded over "fsdp"); the model runs on the compute copy (`parallel.zero.compute_copy`) and
@@ -237,9 +241,12 @@ def make_train_step(
             opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
             loss_scale=scaler.update(state.loss_scale, jnp.logical_not(finite)),
         )
-        # lr and beta2 as applied by this update; the scale as left for the next step (InternEvo
-        # prints the scaler after its update).
-        hp = hyperparams_of(new_opt_state)
+        # lr, beta2 and the loss scale as left for the next step: InternEvo prints its schedulers
+        # and its scaler after they have stepped.
+        if schedules is None:
+            hp = hyperparams_of(new_opt_state)
+        else:
+            hp = next_hyperparams(new_state.opt_state, *schedules)
         metrics = {
             "loss": losses.mean() - extras.get("moe_loss", 0.0),
             "grad_norm": grad_norm_of(new_opt_state),

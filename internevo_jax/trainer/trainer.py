@@ -86,6 +86,9 @@ class Trainer:
             type_names=tuple(type_names),
             ce_chunk_size=cfg.loss.ce_chunk_size,
             moe_loss_coeff=cfg.loss.moe_loss_coeff,
+            schedules=None
+            if lr_schedule is None or beta2_schedule is None
+            else (lr_schedule, beta2_schedule),
         )
         self._eval_fn = None
         self._last_ready_at = 0.0  # when the last finished step was seen done

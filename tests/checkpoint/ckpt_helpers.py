@@ -233,7 +233,9 @@ def run_cli(config_path, run_dir, sets=(), env=None, timeout=240):
 
 
 def losses(run_dir) -> dict[int, float]:
-    """step -> loss from metrics.jsonl; a resumed run appends, so the last line of a step wins."""
+    """steps done -> loss from metrics.jsonl (its "step" is the batch index, one less, as InternEvo
+    numbers its lines; keyed like the checkpoints); a resumed run appends, so the last line of a
+    step wins."""
     out = {}
     path = os.path.join(str(run_dir), "metrics.jsonl")
     if not os.path.exists(path):
@@ -246,7 +248,7 @@ def losses(run_dir) -> dict[int, float]:
                     rec = json.loads(line)
                 except ValueError:  # a line cut by SIGKILL
                     continue
-                out[rec["step"]] = rec["loss"]
+                out[rec["step"] + 1] = rec["loss"]
     return out
 
 

@@ -173,3 +173,85 @@ def test_errors_from_a_file_name_the_file(tmp_path):
         load_config(path, log=lambda _: None)
     assert str(info.value).startswith(f"{path}: unknown key 'data.micro_bz'")
     assert info.value.key == "data.micro_bz" and isinstance(info.value, ValueError)
+
+
+# InternEvo's newer keys: accepted (and listed as without effect) when off, refused by name when they
+# ask for a feature this project lacks.
+NEWER_KEYS_OFF = {
+    "selective_checkpoint": True,  # a speed/memory trade that never changes results: accepted
+    "selective_checkpoint_offload": False,
+    "parallel": dict(
+        sequence_2D=dict(enable=False, head_size=2, context_size=4, window_size=1),
+        pipeline=dict(size=1, mode="1F1B", use_zeropp=False, zero_bubble=False),
+        weight=dict(
+            size=1, overlap=True, memory_pool=True, launch_allgather_before="wo", forward_overlap_per="layer"
+        ),
+    ),
+    "model": dict(enable_qkv_fusion=True, mlp_layer_fusion=True, qk_interleaved=False),
+    "loss": dict(op_type="flash_vocab_parallel"),
+    "metric_dtype": "fp32",
+    "generation": dict(ckpt_folder="/x", max_length=10),
+    "ckpt": dict(universal_ckpt=dict(aysnc_save=True, broadcast_load=False)),
+    "monitor": dict(tensorboard=dict(queue_max_length=10), alert=dict(alert_file_path="llm_alter/a.log")),
+    "data": dict(use_packed_dataset=True, min_length_dict={"en": 10}, use_shm=False, shm_path="/dev/shm/x"),
+}
+
+
+def test_internevo_newer_keys_load_when_off_and_no_effect_ones_are_listed():
+    logs = []
+    cfg = config_from_dict(NEWER_KEYS_OFF, source="cfg.py", log=logs.append)
+    assert cfg.model.enable_qkv_fusion is True and cfg.data.min_length_dict == {"en": 10}
+    listed = set(cfg.no_effect_keys)
+    for key in (
+        "selective_checkpoint",
+        "parallel.sequence_2D",
+        "parallel.pipeline.zero_bubble",
+        "model.mlp_layer_fusion",
+        "loss.op_type",
+        "metric_dtype",
+        "generation",
+        "ckpt.universal_ckpt",
+        "monitor.tensorboard",
+        "monitor.alert.alert_file_path",
+        "parallel.weight.launch_allgather_before",
+        "data.use_shm",
+    ):
+        assert key in listed, key
+    # keys that change the batches are honoured, so never listed as without effect
+    assert "data.use_packed_dataset" not in listed and "data.min_length_dict" not in listed
+    assert sum("have no effect in JAX" in line for line in logs) == 1
+
+
+@pytest.mark.parametrize(
+    "on, key, feature",
+    [
+        ({"parallel": dict(sequence_2D=dict(enable=True))}, "'parallel.sequence_2D.enable'", "2D sequence"),
+        (
+            {"parallel": dict(pipeline=dict(zero_bubble=True))},
+            "'parallel.pipeline.zero_bubble'",
+            "zero-bubble",
+        ),
+        ({"parallel": dict(pipeline=dict(mode="ZBV"))}, "'parallel.pipeline.mode'", "ZBH1, ZBV"),
+        ({"parallel": dict(pipeline=dict(use_zeropp=True))}, "'parallel.pipeline.use_zeropp'", "ZeRO++"),
+    ],
+)
+def test_internevo_features_we_lack_are_refused_by_name(on, key, feature):
+    message = error_of(on)
+    assert key in message and feature in message and "not implemented" in message
+
+
+def test_internevo_hf_module_wrapper_is_refused_and_from_hf_needs_the_hf_layout():
+    message = error_of({"hf": dict(cfg="x.configuration", cfg_cls="C", mod="x.modeling", mod_cls="M")})
+    assert "'hf'" in message and 'ckpt_type="hf"' in message
+    message = error_of({"model_type": "INTERNLM_FROM_HF", "model": dict(adapt_hf=False)})
+    assert "'model.adapt_hf'" in message
+    cfg = build({"model_type": "INTERNLM_FROM_HF", "model": dict(adapt_hf=True)})
+    assert cfg.model.qk_interleaved is False
+
+
+@pytest.mark.parametrize(
+    "given, resolved", [("hf_model", "hf"), ("HF_LLAMA", "hf"), ("internlm", "internevo")]
+)
+def test_internevo_checkpoint_type_names(given, resolved):
+    cfg = build({"ckpt": dict(load_ckpt_info=dict(path="/x", content=("model",), ckpt_type=given))})
+    assert cfg.ckpt.load_ckpt_info.ckpt_type == resolved

@@ -31,7 +31,7 @@ EXTRA = {
     "7b_gemma.py": "model.update(num_kv_attention_heads=4, head_dim=32)\n",
     "7b_baichuan2.py": "",
     "70b_sft_llama2.py": (
-        "model.update(num_kv_attention_heads=2, scan_layers=True)\n"
+        "model.update(num_kv_attention_heads=2)\n"  # the pipeline stacks the layers by itself
         "parallel.update(tensor=2, pipeline=dict(size=2, interleaved_overlap=True))\n"
     ),
 }

@@ -57,3 +57,17 @@ def test_custom_model_by_factory_function(restore_registry):
     assert build_model(make_cfg(model_type="TINY_FN")).vocab == 7
     with pytest.raises(ValueError, match="TINY_FN"):
         get_model_class("TINY_FM")
+
+
+def test_from_hf_model_types_are_their_family_and_other_families_are_refused():
+    # InternEvo's INTERNLM_FROM_HF wraps HF's InternLM: here the INTERNLM model, HF layout
+    assert get_model_class("INTERNLM_FROM_HF") is InternLM
+    assert get_model_class("LLAMA2_FROM_HF") is get_model_class("LLAMA2")
+    with pytest.raises(ValueError, match="family 'DEEPSEEK3', which this project does not implement"):
+        get_model_class("DEEPSEEK3_FROM_HF")
+
+
+@pytest.mark.parametrize("name, what", [("LLAVA", "vision-language"), ("CHAMELEON", "mixed-modal")])
+def test_internevo_multimodal_types_are_refused_by_name(name, what):
+    with pytest.raises(ValueError, match=f"{name}.*{what}.*does not implement"):
+        get_model_class(name)

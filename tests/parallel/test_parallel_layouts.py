@@ -136,8 +136,11 @@ def test_sequence_parallel_needs_seq_len_divisible():
 
 
 def test_pipeline_refusals_say_what_to_change():
-    with pytest.raises(ConfigError, match="model.scan_layers=True"):
-        logical_axis_rules(tiny_config(dict(pipeline=2)))
+    # InternEvo's pipeline configs never name scan_layers: the layers are stacked by themselves ...
+    assert tiny_config(dict(pipeline=2)).model.scan_layers and not tiny_config({}).model.scan_layers
+    # ... and only an explicit scan_layers=False is refused
+    with pytest.raises(ConfigError, match="model.scan_layers=False is set: remove the key"):
+        logical_axis_rules(tiny_config(dict(pipeline=2), scan_layers=False))
     with pytest.raises(
         ConfigError, match=r"model.num_layers = 2 cannot be cut into pipeline 2 x num_chunks 2"
     ):

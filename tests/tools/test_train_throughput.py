@@ -56,7 +56,7 @@ def test_readers_skip_bad_lines_and_show_a_missing_summary_as_na(tmp_path):
     lines = [
         json.dumps(
             {
-                "step": i,
+                "step": i - 1,  # the metrics line numbers batches from 0
                 "fwd_bwd_time": 1.0 + i,
                 "tgs (tokens/gpu/second)": 100.0 * i,
                 "mfu": None,
@@ -67,7 +67,7 @@ def test_readers_skip_bad_lines_and_show_a_missing_summary_as_na(tmp_path):
     ]
     (tmp_path / "metrics.jsonl").write_text("\n".join([lines[0], "not json", '{"step": 2}', *lines[1:], "{"]))
     records = bench.read_metrics(tmp_path / "metrics.jsonl")
-    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
     result = {
         "variant": "v",
         "returncode": 0,

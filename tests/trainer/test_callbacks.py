@@ -89,7 +89,8 @@ def test_callback_sees_every_step_record_and_stops_the_run(tmp_path):
     result = fit(cfg, devices=jax.devices()[:1], callbacks=[rec])
     # step 4 was already queued when step 3's record asked to stop: it completes, with its record
     assert result.context.step == 4 and len(result.losses) == 4
-    assert [r["step"] for r in rec.records] == [1, 2, 3, 4]
+    # the records number batches from 0, as InternEvo's line does; hooks count steps done
+    assert [r["step"] for r in rec.records] == [0, 1, 2, 3]
     assert [r["loss"] for r in rec.records] == result.losses
     assert list(rec.records[0])[: len(LINE_KEYS)] == list(LINE_KEYS)
     # the writers saw the same records, up to the stop
@@ -168,7 +169,8 @@ def test_hook_order_with_validation_and_skipped_batches(tmp_path):
         ("train_end", 4),
     ]
     records = jsonl(cfg.run_dir)
-    assert [r["step"] for r in records] == [1, 2, 2, 4, 4]
+    # step lines by batch index (0, 1, 3), validation by steps done (2, 4), as InternEvo numbers them
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
     assert "val/val_loss" in records[2] and list(records[2])[0] == "step"
 
 
