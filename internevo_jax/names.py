@@ -52,6 +52,14 @@ ACT_VOCAB = (ACT_BATCH, ACT_LENGTH, ACT_VOCAB_DIM)
 # A pipeline buffer: [stages, micro-batch rows, T, hidden].
 ACT_PIPELINE_STATE = (ACT_STAGE, ACT_BATCH, ACT_LENGTH, ACT_EMBED_DIM)
 
+# -- model types ------------------------------------------------------------------------------------
+# InternEvo model types of features this project does not implement, and what they are: refused by
+# name, before any of their own config keys is checked.
+UNSUPPORTED_MODEL_TYPES = {
+    "LLAVA": "a vision-language model (image encoder + projector)",
+    "CHAMELEON": "a mixed-modal (image token) model",
+}
+
 # -- labels -----------------------------------------------------------------------------------------
 IGNORE_INDEX = -100  # a label that is not trained on (torch's CrossEntropyLoss default, as InternEvo)
 

@@ -45,6 +45,7 @@ data.update(seq_len=32, micro_num=2, micro_bsz=1, total_steps=STEPS, min_length=
             valid_every=0, num_worker=0)
 if data.get("type", "tokenized") in ("streaming", "hf"):
     data.update(train_folder=TEXT_FOLDER, tokenizer_path=TOKENIZER)
+    model["vocab_size"] = TOKENIZER_VOCAB  # the ids the tokenizer produces must fit
 else:
     data.update(train_folder=None)
 ckpt.update(load_ckpt_info=None, load_ckpt_folder=None, load_model_only_folder=None, enable_save_ckpt=False,
@@ -64,14 +65,13 @@ def _small(value):
 
 
 parallel = dict(parallel) if "parallel" in dir() else {}
-for _key in ("tensor", "pipeline", "weight", "expert_weight"):
+for _key in ("tensor", "pipeline", "weight", "expert", "expert_weight"):
     if _key in parallel:
         parallel[_key] = _small(parallel[_key])
-for _key in ("zero1", "expert"):
-    if isinstance(parallel.get(_key), dict):
-        parallel[_key] = {**parallel[_key], "size": -1}
-    elif _key in parallel:
-        parallel[_key] = -1
+if isinstance(parallel.get("zero1"), dict):
+    parallel["zero1"] = {**parallel["zero1"], "size": -1}
+elif "zero1" in parallel:
+    parallel["zero1"] = -1
 run_dir = RUN_DIR
 """
 
@@ -89,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def config_files(folder: Path, only=None) -> list[Path]:
     """The config files of an InternEvo configs/ folder, without its `_base_` building blocks."""
-    files = sorted(p for p in folder.glob("*.py") if not p.name.startswith("__"))
+    files = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))  # nor our own copies
     return [p for p in files if not only or p.name in only]
 
 
@@ -104,12 +104,21 @@ def _text_folder(work: Path) -> Path:
     return folder.parent
 
 
+def _vocab_size(tokenizer: str | None) -> int:
+    if tokenizer is None:
+        return 256
+    import sentencepiece
+
+    return sentencepiece.SentencePieceProcessor(model_file=tokenizer).vocab_size()
+
+
 def shrunk_config(source: Path, work: Path, *, steps: int, tokenizer: str | None) -> Path:
     """A copy of `source` beside it (so its relative `_base_` imports still resolve) with TAIL."""
     text = source.read_text(encoding="utf-8")
     values = {
         "STEPS": repr(steps),
         "TEXT_FOLDER": repr(str(_text_folder(work))),
+        "TOKENIZER_VOCAB": repr(_vocab_size(tokenizer)),
         "TOKENIZER": repr(tokenizer),
         "RUN_DIR": repr(str(work / "run")),
     }

@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from internevo_jax.names import UNSUPPORTED_MODEL_TYPES
+
 from .errors import ConfigError
 from .schema import TENSOR_MODES
 
@@ -30,6 +32,12 @@ NO_EFFECT_KEYS = frozenset(
         # here the layers named by model.checkpoint are recomputed in full
         "selective_checkpoint",
         "selective_checkpoint_offload",
+        "fsdp_wrap_cls",
+        "int8_training",  # False only: True is refused (validate.py)
+        "int8_mode",
+        "parallel.fsdp",  # enable=True becomes parallel.zero1.fsdp=True (normalize_parallel)
+        "parallel.pipeline.decouple_grad",
+        "data.unit_schedule_size",
         "grad_profiling",
         "metric_dtype",
         "generation",
@@ -82,6 +90,29 @@ NO_EFFECT_KEYS = frozenset(
         "monitor.tensorboard",
     }
 )
+
+
+def refuse_foreign_models(raw: dict[str, Any], source: str) -> None:
+    """Refuse a config whose model this project cannot build at all, before its keys are checked:
+    their own keys (a multimodal model's data_yaml, the HF wrapper's fsdp dict) would otherwise
+    be reported as unknown, which hides the real reason."""
+    model_type = raw.get("model_type")
+    if isinstance(model_type, str) and model_type in UNSUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"{source}: model_type {model_type!r} is {UNSUPPORTED_MODEL_TYPES[model_type]}, which this "
+            "project does not implement; it trains language models (docs/model.md lists them).",
+            key="model_type",
+            source=source,
+        )
+    if "hf" in raw:
+        raise ConfigError(
+            f"{source}: 'hf' names a Hugging Face PyTorch module to train as it is (InternEvo's HF model "
+            "wrapper). This project trains its own JAX models: remove `hf` and `fsdp_wrap_cls`, set "
+            'model_type to the family (e.g. "INTERNLM2") with its sizes in `model`, and load the HF '
+            'weights with ckpt.load_ckpt_info=dict(path=HF_FOLDER, content=("model",), ckpt_type="hf").',
+            key="hf",
+            source=source,
+        )
 
 
 def present_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
@@ -156,6 +187,11 @@ def normalize_parallel(
             source=source,
         )
     out["zero1"] = _as_section(out.get("zero1"), "size", {"size": -1, "fsdp": False}, "zero1", source)
+    torch_fsdp = out.pop("fsdp", None)
+    if isinstance(torch_fsdp, dict) and torch_fsdp.get("enable"):
+        # InternEvo's fsdp=dict(enable=True, ...) shards the weights over the zero1 group, which is
+        # zero1.fsdp here; its mode and init_method steer PyTorch only.
+        out["zero1"] = {**out["zero1"], "fsdp": True}
     out["pipeline"] = _as_section(
         out.get("pipeline"),
         "size",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .base_configs import run_config_file
-from .compat import infinite_to_none, no_effect_keys, normalize_parallel, present_keys
+from .compat import infinite_to_none, no_effect_keys, normalize_parallel, present_keys, refuse_foreign_models
 from .errors import ConfigError, unknown_key_error
 from .overrides import apply_overrides
 from .resolve import resolve, stacked_checkpoint_note
@@ -131,6 +131,7 @@ def _build(
     log: Log,
 ) -> Config:
     variables, schema = _split(namespace)
+    refuse_foreign_models(schema, source)
     for name in schema:
         if name not in TOP_LEVEL_HINTS:
             raise unknown_key_error(source, name, TOP_LEVEL_HINTS, hint=_HELPER_HINT)

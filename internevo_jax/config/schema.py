@@ -65,6 +65,7 @@ class DataConfig:
     num_worker: int = 4
     seed: int | None = None  # derived: the top-level seed when absent
     use_packed_dataset: bool = True
+    unit_schedule_size: int | None = None  # steers ZeRO++'s pipeline schedule only
     use_shm: bool = False
     shm_path: str | None = None
     empty_cache_and_diag_interval: int = 50
@@ -184,6 +185,7 @@ class PipelineConfig:
     mode: str = "1F1B"  # "ZBH1" / "ZBV" (zero-bubble schedules) are refused
     use_zeropp: bool = False  # True is refused: ZeRO++ is not implemented
     zero_bubble: bool = False  # True is refused: zero-bubble schedules are not implemented
+    decouple_grad: bool = False  # a ZeRO++ option
 
 
 @dataclass(frozen=True)
@@ -369,8 +371,9 @@ EXTRA_KEYS = (
     "batch_count",
     "selective_checkpoint",
     "selective_checkpoint_offload",
-    "hf",  # refused when present (validate.py)
-    "fsdp_wrap_cls",
+    "fsdp_wrap_cls",  # only meaningful with InternEvo's `hf` model wrapper, which is refused
+    "int8_training",  # True is refused (validate.py)
+    "int8_mode",
     "grad_profiling",
     "metric_dtype",
     "generation",

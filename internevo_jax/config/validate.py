@@ -251,12 +251,10 @@ def _check_ckpt(cfg: Config, c: _Checker) -> None:
 # (key, is the feature asked for?, what to do instead).
 UNSUPPORTED_FEATURES = (
     (
-        "hf",
-        lambda cfg: "hf" in cfg.extra,
-        "names a Hugging Face PyTorch module to train as it is (InternEvo's HF model wrapper). This "
-        "project trains its own JAX models: remove `hf` and `fsdp_wrap_cls`, set model_type to the "
-        'family (e.g. "INTERNLM2") with its sizes in `model`, and load the HF weights with '
-        'ckpt.load_ckpt_info=dict(path=HF_FOLDER, content=("model",), ckpt_type="hf").',
+        "int8_training",
+        lambda cfg: bool(cfg.extra.get("int8_training")),
+        "is True: int8 training (quantised matmuls, int8_mode) is not implemented here; remove it or set "
+        "it to False to train in model.dtype.",
     ),
     (
         "model.adapt_hf",

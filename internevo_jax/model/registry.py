@@ -8,6 +8,8 @@ from typing import Any
 
 import flax.linen as nn
 
+from internevo_jax.names import UNSUPPORTED_MODEL_TYPES
+
 MODEL_REGISTRY: dict[str, Any] = {}
 
 
@@ -31,12 +33,6 @@ def register_model(name: str, model: Any = None) -> Any:
 # InternEvo's wrapper of a Hugging Face PyTorch model of a family ("INTERNLM_FROM_HF"): here the
 # family's own model, whose weights load from the HF folder (ckpt_type "hf_model" / "hf").
 FROM_HF_SUFFIX = "_FROM_HF"
-
-# InternEvo model types of features this project does not implement, and what they are.
-UNSUPPORTED_MODEL_TYPES = {
-    "LLAVA": "a vision-language model (image encoder + projector)",
-    "CHAMELEON": "a mixed-modal (image token) model",
-}
 
 
 def get_model_class(name: str) -> Any:

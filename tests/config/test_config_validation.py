@@ -255,3 +255,20 @@ def test_internevo_hf_module_wrapper_is_refused_and_from_hf_needs_the_hf_layout(
 def test_internevo_checkpoint_type_names(given, resolved):
     cfg = build({"ckpt": dict(load_ckpt_info=dict(path="/x", content=("model",), ckpt_type=given))})
     assert cfg.ckpt.load_ckpt_info.ckpt_type == resolved
+
+
+def test_a_multimodal_model_type_is_refused_before_its_own_keys_are_checked():
+    # InternEvo's chameleon configs carry data keys of their own (data_yaml, ...): the reason given is
+    # the model type, not an unknown key
+    message = error_of({"model_type": "CHAMELEON", "data": dict(data_yaml="data.yaml", image_size=512)})
+    assert "'CHAMELEON' is a mixed-modal" in message and "unknown key" not in message
+
+
+def test_int8_training_is_refused_and_torch_fsdp_becomes_zero1_fsdp():
+    assert "int8 training" in error_of({"int8_training": True, "int8_mode": "tile_block"})
+    cfg = build(
+        {"int8_training": False, "parallel": dict(fsdp=dict(enable=True, mode="v1", init_method="meta"))}
+    )
+    assert cfg.parallel.zero1.fsdp is True
+    cfg = build({"data": dict(unit_schedule_size=4), "parallel": dict(pipeline=dict(decouple_grad=True))})
+    assert {"data.unit_schedule_size", "parallel.pipeline.decouple_grad"} <= set(cfg.no_effect_keys)
