@@ -290,3 +290,15 @@ def test_training_start_loads_an_hf_folder_into_a_scanned_fused_model(tmp_path):
         return hf_logits(folder, tokens)
 
     assert packed_diff(unrolled_cfg, params, str(tmp_path), reference=llama_logits) < TOL
+
+
+def test_internevo_from_hf_model_type_loads_the_hf_folder_of_its_family(tmp_path):
+    """InternEvo's 7B_hf.py: model_type INTERNLM_FROM_HF, adapt_hf=True, ckpt_type "hf_model" on an
+    HF InternLM folder (LlamaForCausalLM with attention biases) -- here the INTERNLM model."""
+    source = tiny_cfg("INTERNLM", kv_heads=6)
+    params = random_params(source, seed=5)
+    export_hf(params, source, str(tmp_path / "hf"), dtype="fp32")
+    cfg = tiny_cfg("INTERNLM_FROM_HF", kv_heads=6, no_bias=False, adapt_hf=True)
+    assert cfg.model.qk_interleaved is False  # the HF layout's rotary halves
+    loaded = load_hf_params(str(tmp_path / "hf"), cfg, abstract_params(build_model(cfg)))
+    assert packed_diff(cfg, loaded, str(tmp_path / "hf")) < TOL
