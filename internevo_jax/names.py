@@ -60,6 +60,15 @@ UNSUPPORTED_MODEL_TYPES = {
     "CHAMELEON": "a mixed-modal (image token) model",
 }
 
+
+def unsupported_model_message(model_type: str) -> str:
+    """Why `model_type` (a key of UNSUPPORTED_MODEL_TYPES) is refused."""
+    return (
+        f"model_type {model_type!r} is {UNSUPPORTED_MODEL_TYPES[model_type]}, which this project does not "
+        "implement; it trains language models (docs/model.md lists them)."
+    )
+
+
 # -- labels -----------------------------------------------------------------------------------------
 IGNORE_INDEX = -100  # a label that is not trained on (torch's CrossEntropyLoss default, as InternEvo)
 

@@ -20,6 +20,7 @@ from internevo_jax.checkpoint.errors import CheckpointError, StorageUnreachable,
 from internevo_jax.checkpoint.layout import hf_copy_name
 from internevo_jax.checkpoint.storage import LocalLocation, Location
 from internevo_jax.checkpoint.upload import retrying
+from internevo_jax.data.tokenizer import sentencepiece_path
 
 logger = logging.getLogger("internevo_jax")
 
@@ -36,19 +37,23 @@ def export_dtype(cfg) -> str:
     return EXPORT_DTYPE[DTYPES[cfg.model.dtype][0]]
 
 
+def _loads_as_sentencepiece(path: str) -> bool:
+    from internevo_jax.hf.tokenizer import special_tokens
+
+    try:
+        special_tokens(path)
+    except CheckpointError:
+        return False
+    return True
+
+
 def sentencepiece_file(path: str | None) -> str | None:
     """data.tokenizer_path as a sentencepiece .model file (a folder's tokenizer.model), or None."""
     if not path:
         return None
-    candidate = os.path.join(path, "tokenizer.model") if os.path.isdir(path) else path
-    if os.path.isfile(candidate):
-        from internevo_jax.hf.tokenizer import special_tokens
-
-        try:
-            special_tokens(candidate)
-            return candidate
-        except CheckpointError:
-            pass
+    candidate = sentencepiece_path(path)
+    if candidate is not None and _loads_as_sentencepiece(candidate):
+        return candidate
     logger.warning(
         "%s: data.tokenizer_path=%s is not a sentencepiece model (a .model file, or a folder holding "
         "tokenizer.model); the Hugging Face copies are written without a tokenizer",
@@ -124,8 +129,8 @@ class HFCopy:
         from internevo_jax.checkpoint.model_files import read_model
         from internevo_jax.hf.export import export_hf
 
-        cast = {"bf16": jnp.bfloat16, "fp16": jnp.float16, "fp32": jnp.float32}[self.dtype]
-        params = read_model(source, dtype=cast)
+        jnp_name = {short: name for name, short in EXPORT_DTYPE.items()}[self.dtype]
+        params = read_model(source, dtype=jnp.dtype(jnp_name))
         options = dict(dtype=self.dtype, tokenizer=self.tokenizer, overwrite=True, source=source)
         if isinstance(target, LocalLocation):
             export_hf(params, self.cfg, target.path, **options)  # renamed into place when complete

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from internevo_jax.names import UNSUPPORTED_MODEL_TYPES
+from internevo_jax.names import UNSUPPORTED_MODEL_TYPES, unsupported_model_message
 
 from .errors import ConfigError
 from .schema import TENSOR_MODES
@@ -99,8 +99,7 @@ def refuse_foreign_models(raw: dict[str, Any], source: str) -> None:
     model_type = raw.get("model_type")
     if isinstance(model_type, str) and model_type in UNSUPPORTED_MODEL_TYPES:
         raise ConfigError(
-            f"{source}: model_type {model_type!r} is {UNSUPPORTED_MODEL_TYPES[model_type]}, which this "
-            "project does not implement; it trains language models (docs/model.md lists them).",
+            f"{source}: {unsupported_model_message(model_type)}",
             key="model_type",
             source=source,
         )

@@ -33,7 +33,7 @@ from internevo_jax.data.errors import DataError
 from internevo_jax.data.packing import PACK_KEYS, fill_pack
 from internevo_jax.data.sampler import BatchSkipper, changed_settings, parse_rampup
 from internevo_jax.data.textsource import DEFAULT_TEXT_FIELD, open_text_files
-from internevo_jax.data.tokenizer import Tokenizer
+from internevo_jax.data.tokenizer import Tokenizer, sentencepiece_path
 
 logger = logging.getLogger(__name__)
 
@@ -406,26 +406,22 @@ def _tokenizer_file(path: str | None, kind: str = "streaming") -> str:
             f"data.type={kind!r} tokenizes text on the fly and needs data.tokenizer_path: the model's "
             "sentencepiece tokenizer (a .model file, or a folder holding tokenizer.model)."
         )
+    found = sentencepiece_path(path)
+    if found is not None:
+        return found
     if os.path.isdir(path):  # InternEvo passes a Hugging Face model folder
-        candidate = os.path.join(path, "tokenizer.model")
-        if os.path.isfile(candidate):
-            return candidate
         models = sorted(f for f in os.listdir(path) if f.endswith(".model"))
-        if len(models) == 1:
-            return os.path.join(path, models[0])
-        found = f" (it holds several: {models})" if models else ""
+        several = f" (it holds several: {models})" if models else ""
         raise DataError(
-            f"data.tokenizer_path={path} is a folder without tokenizer.model{found}. Streaming data is tokenized "
+            f"data.tokenizer_path={path} is a folder without tokenizer.model{several}. Streaming data is tokenized "
             f"with the model's sentencepiece model, which Hugging Face folders of InternLM / Llama models ship as "
             f"tokenizer.model (a tokenizer.json alone cannot be read); point tokenizer_path at that file."
         )
-    if not os.path.isfile(path):
-        raise DataError(
-            f"data.tokenizer_path={path} does not exist; set it to the model's sentencepiece tokenizer "
-            f"(a .model file, or a local folder holding tokenizer.model: Hugging Face hub names are not "
-            f"downloaded, fetch the model folder first, e.g. `huggingface-cli download NAME --local-dir DIR`)."
-        )
-    return path
+    raise DataError(
+        f"data.tokenizer_path={path} does not exist; set it to the model's sentencepiece tokenizer "
+        f"(a .model file, or a local folder holding tokenizer.model: Hugging Face hub names are not "
+        f"downloaded, fetch the model folder first, e.g. `huggingface-cli download NAME --local-dir DIR`)."
+    )
 
 
 def _check_settings(data, kind: str) -> None:

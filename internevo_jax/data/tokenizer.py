@@ -14,6 +14,22 @@ from internevo_jax.data.errors import DataError
 TOKENIZER_FILENAME = "tokenizer_internlm.model"  # InternEvo's default name, next to tools/tokenizer.py
 
 
+def sentencepiece_path(path: str | os.PathLike) -> str | None:
+    """The sentencepiece model `path` names: the file itself, or in a folder (a Hugging Face model
+    folder, as InternEvo passes) its tokenizer.model, else its only *.model file; None when there is
+    none (a missing path, or a folder without one)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        return None
+    candidate = os.path.join(path, "tokenizer.model")
+    if os.path.isfile(candidate):
+        return candidate
+    models = sorted(f for f in os.listdir(path) if f.endswith(".model"))
+    return os.path.join(path, models[0]) if len(models) == 1 else None
+
+
 class Tokenizer:
     """A sentencepiece model that encodes a text as `[bos] + ids + [eos]`."""
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from internevo_jax.names import UNSUPPORTED_MODEL_TYPES
+from internevo_jax.names import UNSUPPORTED_MODEL_TYPES, unsupported_model_message
 
 MODEL_REGISTRY: dict[str, Any] = {}
 
@@ -38,10 +38,7 @@ FROM_HF_SUFFIX = "_FROM_HF"
 def get_model_class(name: str) -> Any:
     """The registered entry for `name`; ValueError listing the names and the closest one."""
     if name in UNSUPPORTED_MODEL_TYPES:
-        raise ValueError(
-            f"model_type {name!r} is {UNSUPPORTED_MODEL_TYPES[name]}, which this project does not "
-            f"implement; it trains the language models {', '.join(sorted(MODEL_REGISTRY))}."
-        )
+        raise ValueError(unsupported_model_message(name))
     if isinstance(name, str) and name.endswith(FROM_HF_SUFFIX) and name not in MODEL_REGISTRY:
         family = name[: -len(FROM_HF_SUFFIX)]
         if family not in MODEL_REGISTRY:

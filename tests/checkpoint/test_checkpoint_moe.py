@@ -22,8 +22,7 @@ def moe_config(parallel, **ckpt):
 
 @pytest.fixture(scope="module")
 def saved_on_ep4(tmp_path_factory):
-    if len(jax.devices()) < 8:
-        pytest.skip("needs 8 (fake) devices: XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    assert len(jax.devices()) == 8, "tests/conftest.py sets 8 fake CPU devices"
     root = tmp_path_factory.mktemp("moe")
     cfg = moe_config(EP4, save_ckpt_folder=str(root / "ckpts"), checkpoint_every=1)
     state, shardings, loader = make_state(cfg, devices=jax.devices()[:8], perturb=0.1)

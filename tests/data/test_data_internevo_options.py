@@ -263,7 +263,8 @@ def _hf_cfg(train_folder, tokenizer, kind, **kw):
 
 
 def test_hf_type_reads_a_local_datasets_folder(tmp_path, internlm_tokenizer):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a test dependency (pyproject.toml)
+
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TEXTS})}).save_to_disk(
         str(tmp_path / "ds")
     )
