@@ -91,14 +91,23 @@ def read_model(folder: str, dtype: Any = None) -> dict:
     No other process takes part (orbax's restore barrier is limited to this one), so process 0 can
     call it from a background thread while the others train.
     """
+    return read_item(folder, "model", dtype)
+
+
+def read_item(folder: str, item: str, dtype: Any = None) -> dict:
+    """One array item ("model" or "optimizer") of the checkpoint `folder` as a numpy tree, read by
+    this process alone; named tuples come back as lists and dicts (the saved tree's structure)."""
     import orbax.checkpoint as ocp
     from etils import epath
 
-    item = epath.Path(folder) / "model"
     me = jax.process_index()
     alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
     try:
-        meta = ocp.StandardCheckpointHandler(multiprocessing_options=alone).metadata(item).tree
+        meta = (
+            ocp.StandardCheckpointHandler(multiprocessing_options=alone)
+            .metadata(epath.Path(folder) / item)
+            .tree
+        )
         abstract = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(tuple(m.shape), dtype or m.dtype, sharding=_cpu_sharding()),
             meta,
@@ -108,8 +117,8 @@ def read_model(folder: str, dtype: Any = None) -> dict:
             composite_options=ocp.CompositeOptions(multiprocessing_options=alone)
         )
         restored = ocp.Checkpointer(handler, multiprocessing_options=alone).restore(
-            epath.Path(folder), ocp.args.Composite(model=ocp.args.StandardRestore(abstract))
-        )["model"]
+            epath.Path(folder), ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
+        )[item]
     except Exception as err:  # orbax and tensorstore raise many types for unreadable data
         raise CheckpointError(
             f"The checkpoint at {folder} cannot be read ({first_line(err)}). Convert an "

@@ -2,9 +2,9 @@
 
 auto_resume=True: the newest complete checkpoint in save_ckpt_folder, everything in it, or
 nothing; ckpt.load_ckpt_info is then not used, as in InternEvo (whose example configs keep a
-placeholder load path next to auto_resume). auto_resume=False: ckpt.load_ckpt_info, if set,
-either a checkpoint of this trainer (ckpt_type "internevo", parts chosen by `content`) or
-Hugging Face weights (ckpt_type "hf").
+placeholder load path next to auto_resume). auto_resume=False: ckpt.load_ckpt_info, if set: with
+ckpt_type "internevo" a checkpoint of this trainer or a folder of InternEvo's own .pt shards (parts
+chosen by `content`), with ckpt_type "hf" Hugging Face weights.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from internevo_jax.checkpoint import (
     parse_location,
 )
 from internevo_jax.checkpoint.content import restores_context, with_schedule_from
+from internevo_jax.checkpoint.internevo_pt import is_internevo_folder, read_internevo
 from internevo_jax.checkpoint.reading import resolve_load_path
-from internevo_jax.checkpoint.storage import Location
+from internevo_jax.checkpoint.storage import LocalLocation, Location
 from internevo_jax.hf import load_hf_into
 
 logger = logging.getLogger("internevo_jax")
@@ -29,11 +30,13 @@ logger = logging.getLogger("internevo_jax")
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """What to load at start: a checkpoint folder (`location`) or Hugging Face weights (`hf_path`)."""
+    """What to load at start: a checkpoint folder (`location`), Hugging Face weights (`hf_path`) or
+    an InternEvo .pt folder (`internevo_path`)."""
 
     content: frozenset[str]
     location: Location | None = None
     hf_path: str | None = None
+    internevo_path: str | None = None
 
 
 def choose_source(cfg, manager: CheckpointManager) -> Source | None:
@@ -67,6 +70,11 @@ def choose_source(cfg, manager: CheckpointManager) -> Source | None:
                 f'checkpoints saved by this trainer or "hf" for Hugging Face weights.'
             )
         location = parse_location(info.path, key="ckpt.load_ckpt_info.path")
+        if isinstance(location, LocalLocation) and is_internevo_folder(location.path):
+            logger.info(
+                "loading %s from the InternEvo checkpoint %s", ", ".join(sorted(content)), location.path
+            )
+            return Source(content, internevo_path=location.path)
         source = Source(content, location=resolve_load_path(location))
         logger.info("loading %s from %s", ", ".join(sorted(content)), source.location)
     return source
@@ -80,6 +88,10 @@ def load_at_start(cfg, manager: CheckpointManager, state, shardings, ctx, loader
         return state
     if source.hf_path is not None:
         return load_hf_into(state, shardings, source.hf_path, cfg, source.content)
+    if source.internevo_path is not None:
+        dp_size = loader.state().get("dp_size") if loader is not None else None
+        restored = read_internevo(source.internevo_path, cfg, state, shardings, source.content, dp_size)
+        return apply_restored(restored, state, ctx, loader)
     restored = manager.read(source.location, state, shardings, source.content)
     return apply_restored(restored, state, ctx, loader)
 
