@@ -507,3 +507,32 @@ def test_tied_head_against_internevo_head_says_what_to_set(tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"holds 'output\.weight'.*tie_word_embeddings=False"):
         InternEvoFolder(str(tmp_path), tied)
+
+
+def test_recorded_optimizer_split_is_followed(tmp_path, sources, monkeypatch):
+    """With overlap_sync_param InternEvo hands parameters to zero ranks its own way and records the
+    split (gpus-*_zo-*.pt beside the optimizer files): the reader follows the record; without it
+    the recomputed split does not fit and the error says so."""
+    from internevo_jax.checkpoint.internevo_pt import writer
+    from internevo_jax.checkpoint.internevo_pt.reader import InternEvoFolder
+
+    def round_robin(params, ranks):
+        return [params[r::ranks] for r in range(ranks)]
+
+    monkeypatch.setattr(writer, "partition", round_robin)
+    folder = write_source(tmp_path / "internevo", sources["INTERNLM2"], TargetLayout(tensor=2, data=4))
+    monkeypatch.undo()
+    plans = [n for n in os.listdir(folder) if n.startswith("gpus-")]
+    assert sorted(plans)[0] == "gpus-8_wp-0_tp-0_dp-0_pp-0_zo-0.pt" and len(plans) == 8
+    model, master, mu, _ = sources["INTERNLM2"]
+    read = InternEvoFolder(folder, model)
+    optimizer = read.optimizer()
+    for path in master:
+        np.testing.assert_array_equal(read.leaf(path, optimizer.field("master")), master[path])
+        np.testing.assert_array_equal(read.leaf(path, optimizer.field("exp_avg")), mu[path])
+    for name in plans:
+        os.remove(os.path.join(folder, name))
+    read = InternEvoFolder(folder, model)
+    with pytest.raises(CheckpointError, match=r"do not belong to these model shards"):
+        for path in master:
+            read.leaf(path, read.optimizer().field("master"))

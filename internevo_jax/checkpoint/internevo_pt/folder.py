@@ -26,7 +26,10 @@ MODEL_FILE = re.compile(r"^model_tp(?P<t>\d+)(?:_wp(?P<w>\d+))?_pp(?P<p>\d+)(?:_
 OPTIMIZER_FILE = re.compile(
     r"^optimizer_tp(?P<t>\d+)(?:_wp(?P<w>\d+))?_pp(?P<p>\d+)_(?:zo|dp)(?P<z>\d+)\.pt$"
 )
-MOE_FILE = re.compile(r"^model_moe_layer\d+_expert\d+_tp\d+\.pt$")
+# The optimizer split each optimizer file's rank used (its rank_unique_id): d is its data rank.
+PLAN_FILE = re.compile(
+    r"^gpus-\d+_wp-(?P<w>\d+)_tp-(?P<t>\d+)_dp-(?P<d>\d+)_pp-(?P<p>\d+)_zo-(?P<z>\d+)\.pt$"
+)
 SAMPLER, CONTEXT, SCHEDULER = "sampler.pt", "context.pt", "schedulder.pt"
 
 
@@ -125,6 +128,11 @@ def model_file_name(t: int, w: int, p: int, d: int, *, isp: bool, fsdp: bool) ->
     if isp:
         return f"model_tp{t}_wp{w}_pp{p}.pt"
     return f"model_tp{t}_pp{p}_dp{d}.pt" if fsdp else f"model_tp{t}_pp{p}.pt"
+
+
+def plan_file_name(world: int, t: int, w: int, p: int, d: int, z: int) -> str:
+    """InternEvo's file of the optimizer split of one rank (HybridZeroOptimizer.rank_unique_id)."""
+    return f"gpus-{world}_wp-{w}_tp-{t}_dp-{d}_pp-{p}_zo-{z}.pt"
 
 
 def optimizer_file_name(t: int, w: int, p: int, z: int, *, isp: bool) -> str:

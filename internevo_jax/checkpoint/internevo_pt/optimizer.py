@@ -13,17 +13,22 @@ internlm/train/utils.py), per (tensor, weight, pipeline) rank:
 * the zero ranks: files zo{z} are the zero1 ranks of the default and fp32 groups; under isp the
   files are per data rank d, the default/fp32 groups are split over zero1 ranks inside the
   weight-data group ((d * tensor + t) // weight % zero1) and embed_head over all data ranks.
+* beside each optimizer file InternEvo saves the split it used (`zero_devide_optim_plan`, in
+  gpus-<world>_wp-<w>_tp-<t>_dp-<d>_pp-<p>_zo-<z>.pt): per group, per zero rank, the parameters'
+  "<index by size>_<dims>". Where it exists it is followed (overlap_sync_param assigns parameters
+  to ranks another way); otherwise the split above is recomputed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 
 from internevo_jax.checkpoint.errors import CheckpointError
-from internevo_jax.checkpoint.internevo_pt.folder import SavedLayout, load_pt, optimizer_file_name
+from internevo_jax.checkpoint.internevo_pt.folder import PLAN_FILE, SavedLayout, load_pt, optimizer_file_name
 
 DEFAULT, EMBED_HEAD, FP32 = "default", "embed_head", "fp32"
 FIELDS = ("master", "exp_avg", "exp_avg_sq")
@@ -40,11 +45,38 @@ def group_of(name: str, is_fp32: bool, embed_head_names: frozenset[str], isp: bo
     return FP32 if is_fp32 else DEFAULT
 
 
-def partition(
-    params: list[tuple[str, tuple[int, ...]]], ranks: int
-) -> list[list[tuple[str, tuple[int, ...]]]]:
-    """InternEvo's split of one group's (name, shape) list over `ranks` zero ranks."""
-    ordered = sorted(params, key=lambda item: math.prod(item[1]), reverse=True)
+Param = tuple[str, tuple[int, ...]]  # a parameter's name in its shard file, and its shape there
+
+
+def by_size(params: list[Param]) -> list[Param]:
+    """A group's parameters largest first, ties in model order: the order InternEvo numbers them in."""
+    return sorted(params, key=lambda item: math.prod(item[1]), reverse=True)
+
+
+def plan_ids(params: list[Param], ranks: list[list[Param]]) -> list[list[str]]:
+    """InternEvo's record of a split (its zero_devide_optim_plan): per rank, "<index by size>_<dims>"."""
+    index = {name: i for i, (name, _) in enumerate(by_size(params))}
+    return [["_".join(map(str, (index[name], *shape))) for name, shape in rank] for rank in ranks]
+
+
+def from_plan(params: list[Param], ids: list[str], where: str) -> list[Param]:
+    """The parameters a zero rank holds, in its flat order, from the ids InternEvo recorded."""
+    ordered, out = by_size(params), []
+    for text in ids:
+        index, *dims = (int(x) for x in str(text).split("_"))
+        if index >= len(ordered) or tuple(dims) != ordered[index][1]:
+            raise CheckpointError(
+                f"{where}: the recorded optimizer split names parameter {text}, which the model shard's "
+                "parameters do not have: the split file belongs to another run or model."
+            )
+        out.append(ordered[index])
+    return out
+
+
+def partition(params: list[Param], ranks: int) -> list[list[Param]]:
+    """InternEvo's split of one group's (name, shape) list over `ranks` zero ranks (without
+    overlap_sync_param; the split file records any split, `from_plan`)."""
+    ordered = by_size(params)
     per_rank: list[list] = [[] for _ in range(ranks)]
     sizes = [0] * ranks
     for item in ordered:
@@ -95,6 +127,11 @@ class OptimizerPieces:
         """`rank_groups(t, w, p)` gives that rank's RankGroups (from its model shard)."""
         self.folder, self.layout, self.rank_groups = folder, layout, rank_groups
         self.zero1 = isp_zero1
+        self.plans = {
+            (int(m.group("t")), int(m.group("w")), int(m.group("p")), int(m.group("d"))): m
+            for n in os.listdir(folder)
+            if (m := PLAN_FILE.match(n))
+        }
         self._pieces: dict[tuple[int, int, int], dict[str, dict[str, np.ndarray]]] = {}
         self.scalars: dict | None = None  # grad_scaler and Adam's step, from the first file read
 
@@ -128,11 +165,10 @@ class OptimizerPieces:
                     flats, moments = _flat_tensors(states, f"{self.folder}/{fname}")
                     if self.scalars is None:
                         self.scalars = _scalars(states)
-                z, size = zero_rank(group, file_rank, t, self.layout, self.zero1 or 1)
+                z, size, mine = self._assigned(params, group, gid, t, (t, file_w, p, file_rank))
                 if seen_ranks.get((group, z)) is not None:
                     continue  # another data rank of the same zero rank: the same partition
                 seen_ranks[(group, z)] = file_rank
-                mine = partition(params, size)[z]
                 if not mine:
                     continue
                 expected = sum(math.prod(s) for _, s in mine)
@@ -158,6 +194,26 @@ class OptimizerPieces:
                         out.setdefault(name, {})[field] = flat[start : start + n].reshape(shape)
                         start += n
         return out
+
+    def _assigned(self, params, group: str, gid: int, t: int, file_key: tuple) -> tuple[int, int, list]:
+        """(zero rank, zero size, its (name, shape) list) of `group` in one optimizer file: from the
+        split file saved beside it when there is one, else recomputed."""
+        file_rank = file_key[-1]
+        match = self.plans.get(file_key)
+        if match is None:
+            z, size = zero_rank(group, file_rank, t, self.layout, self.zero1 or 1)
+            return z, size, partition(params, size)[z]
+        where = f"{self.folder}/{match.string}"
+        plan = load_pt(where)
+        z = file_rank if group == EMBED_HEAD else int(match.group("z"))
+        try:
+            size, ids = len(plan[gid]), plan[gid][z]
+        except (IndexError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"{where} records no split of parameter group {gid} for zero rank {z}: it belongs to another "
+                "run or layout."
+            ) from e
+        return z, size, from_plan(params, ids, where)
 
 
 class _Field:

@@ -23,6 +23,7 @@ from internevo_jax.checkpoint.internevo_pt.folder import (
     import_torch,
     model_file_name,
     optimizer_file_name,
+    plan_file_name,
 )
 from internevo_jax.checkpoint.internevo_pt.naming import COLUMN, EMBEDDING, HEAD, LINEAR_SPLITS, Entry
 from internevo_jax.checkpoint.internevo_pt.optimizer import (
@@ -30,6 +31,7 @@ from internevo_jax.checkpoint.internevo_pt.optimizer import (
     RankGroups,
     group_names,
     partition,
+    plan_ids,
     zero_rank,
 )
 
@@ -243,12 +245,14 @@ def _write_optimizer(folder, ranks: _Ranks, pieces, opt: OptimizerState, t, w, p
         file_w = (file_rank * lay.tensor + t) % lay.weight if lay.isp else 0
         if file_w != w:
             continue  # written with the pieces of its own weight rank
-        flats, state, param_groups, index = {}, {}, [], 0
+        flats, state, param_groups, plan, index = {}, {}, [], [], 0
         for gid, group in enumerate(names):
             params = groups[group]
             size = lay.data if group == EMBED_HEAD else lay.zero_ranks
             z, size = zero_rank(group, file_rank, t, _as_saved(lay), size)
-            mine = partition(params, size)[z] if params else []
+            split = partition(params, size)
+            plan.append(plan_ids(params, split))
+            mine = split[z]
             hyper = {
                 "name": group,
                 "lr": opt.lr,
@@ -284,7 +288,12 @@ def _write_optimizer(folder, ranks: _Ranks, pieces, opt: OptimizerState, t, w, p
         }
         name = optimizer_file_name(t, w, p, file_rank, isp=lay.isp)
         torch.save(states, os.path.join(folder, name))
-        written.append(name)
+        # InternEvo saves the split apart from the optimizer state, named by the rank.
+        world = lay.tensor * lay.pipeline * lay.data
+        default_zero = zero_rank(names[0], file_rank, t, _as_saved(lay), lay.zero_ranks)[0]
+        plan_name = plan_file_name(world, t, w, p, file_rank, default_zero)
+        torch.save(plan, os.path.join(folder, plan_name))
+        written += [name, plan_name]
     return written
 
 
