@@ -56,7 +56,13 @@ def reference_run(tmp_path_factory, jax_cache_dir):
 def test_internevo_folder_resumes_with_the_same_losses(reference_run, tmp_path):
     config, env, reference, _, internevo = reference_run
     held = set(os.listdir(internevo))
-    assert {"context.pt", "sampler.pt", "schedulder.pt", "model_tp1_pp1.pt", "optimizer_tp1_pp1_zo1.pt"} <= held
+    assert {
+        "context.pt",
+        "sampler.pt",
+        "schedulder.pt",
+        "model_tp1_pp1.pt",
+        "optimizer_tp1_pp1_zo1.pt",
+    } <= held
     run_dir = tmp_path / "resumed"
     out = _ok(
         run_cli(

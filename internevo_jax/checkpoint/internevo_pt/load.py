@@ -72,7 +72,7 @@ def read_context(folder: str) -> dict:
     return {**context, "update_count": updates}
 
 
-def check_sampler(folder: str, cfg, dp_size: int) -> None:
+def check_sampler(folder: str, cfg, dp_size: int | None) -> None:
     """Warn where sampler.pt was saved under another seed or data-parallel size than the config's."""
     if not os.path.exists(os.path.join(folder, SAMPLER)):
         return
@@ -81,7 +81,7 @@ def check_sampler(folder: str, cfg, dp_size: int) -> None:
         ("seed", cfg.data.seed, "data.seed"),
         ("data_world_size", dp_size, "the data-parallel size"),
     ):
-        if key in saved and saved[key] != ours:
+        if ours is not None and key in saved and saved[key] != ours:  # None: no loader (offline conversion)
             logger.warning(
                 "%s/%s was saved with %s=%s but %s is %s here: the run continues at the same step with the "
                 "batches of this setting",
@@ -143,7 +143,9 @@ def loss_scale_state(grad_scaler: dict, like: LossScaleState) -> LossScaleState:
     )
 
 
-def read_internevo(folder: str, cfg, state, shardings, content: frozenset[str], dp_size: int) -> Restored:
+def read_internevo(
+    folder: str, cfg, state, shardings, content: frozenset[str], dp_size: int | None
+) -> Restored:
     """Read the parts `content` selects from the InternEvo folder into trees like `state`'s."""
     source = InternEvoFolder(folder, build_model(cfg))
     abstract = abstract_like(state.params, shardings.params)
