@@ -55,12 +55,9 @@ def internevo_to_checkpoint(src: str, tgt: str, config_path: str, *, weights_onl
     from internevo_jax.checkpoint import build_checkpoint_manager, normalize_content
     from internevo_jax.checkpoint.internevo_pt.load import read_internevo
     from internevo_jax.checkpoint.model_files import save_params
-    from internevo_jax.config import load_config, parallel_sizes
-    from internevo_jax.model import build_model
-    from internevo_jax.optim import DynamicLossScaler, build_optimizer
-    from internevo_jax.parallel import build_mesh, logical_axis_rules
+    from internevo_jax.config import load_config
+    from internevo_jax.trainer.build import build_trainer
     from internevo_jax.trainer.startup import apply_restored
-    from internevo_jax.trainer.state import TrainContext, create_train_state
 
     wanted = normalize_content(("model",) if weights_only else ("all",))
     overrides = (
@@ -70,22 +67,11 @@ def internevo_to_checkpoint(src: str, tgt: str, config_path: str, *, weights_onl
         "ckpt.enable_internevo2hf_ckpt=False",
     )
     cfg = load_config(config_path, overrides=overrides, log=lambda *a: None)
-    devices = jax.devices()[:1]
-    mesh = build_mesh(parallel_sizes(cfg, 1), devices)
-    tx, _, _ = build_optimizer(cfg)
-    state, shardings = create_train_state(
-        build_model(cfg),
-        tx,
-        DynamicLossScaler.from_config(cfg),
-        mesh,
-        logical_axis_rules(cfg),
-        jax.random.key(0),
-        cfg.data.seq_len,
-    )
+    trainer = build_trainer(cfg, devices=jax.devices()[:1])  # a fresh train state to read into
+    state, shardings, ctx = trainer.state, trainer.shardings, trainer.context
     restored = read_internevo(src, cfg, state, shardings, wanted, dp_size=None)
     if weights_only:
         return save_params(tgt, jax.tree.map(np.asarray, restored.params), cfg)
-    ctx = TrainContext()
     state = apply_restored(restored, state, ctx, None)
     with tempfile.TemporaryDirectory() as run_dir:
         manager = build_checkpoint_manager(cfg, run_dir)

@@ -18,7 +18,8 @@ from internevo_jax.checkpoint.content import (
 from internevo_jax.checkpoint.errors import CheckpointError, first_line
 
 
-def _json_item(path: str, item: str) -> dict | None:
+def json_item(path: str, item: str) -> dict | None:
+    """A JsonSave item (context, sampler, config) of the checkpoint folder `path`, or None."""
     # JsonSave writes the item as <item>/metadata; read it directly so a broken array item
     # cannot prevent reading the config that explains the breakage.
     try:
@@ -29,7 +30,7 @@ def _json_item(path: str, item: str) -> dict | None:
 
 
 def _config_diff(path: str, current_cfg: dict | None, shown: str) -> str:
-    saved = _json_item(path, "config")
+    saved = json_item(path, "config")
     if not saved or not current_cfg:
         return ""
     before, now = saved.get("model") or {}, current_cfg.get("model") or {}
@@ -48,7 +49,7 @@ def _config_diff(path: str, current_cfg: dict | None, shown: str) -> str:
 def _check_lane_order(path: str, current_cfg: dict | None, shown: str) -> None:
     """CheckpointError when the checkpoint's q/k lane order (model.qk_interleaved) is not the
     config's: the shapes agree, so nothing else would notice the model computing wrong."""
-    saved = _json_item(path, "config")
+    saved = json_item(path, "config")
     if not saved or not current_cfg:
         return
     before = (saved.get("model") or {}).get("qk_interleaved")

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # a test dependency: the InternEvo folders are written with torch.save
 from ckpt_helpers import make_state, tiny_config
 
 from internevo_jax.checkpoint import build_checkpoint_manager
@@ -22,8 +23,6 @@ from internevo_jax.model import abstract_params, build_model
 from internevo_jax.model.params import stack_layers
 from internevo_jax.trainer.startup import load_at_start
 from internevo_jax.trainer.state import TrainContext
-
-torch = pytest.importorskip("torch")
 
 MODELS = {
     # InternLM1: fused Wqkv (3, heads, head_dim) per tensor rank, biases.

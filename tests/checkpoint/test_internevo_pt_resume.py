@@ -15,8 +15,6 @@ from ckpt_helpers import CLI_CONFIG, REPO, cli_env, losses, run_cli
 
 from internevo_jax.checkpoint.model_files import read_item
 
-pytest.importorskip("torch")
-
 
 def tool(name: str):
     """A tools/ script as a module (not put on sys.path: tools/ holds names like tokenizer.py)."""

@@ -34,14 +34,20 @@ class RankPieces(Protocol):
         ...
 
 
-def to_numpy(tensor) -> np.ndarray:
-    """A torch tensor (any float dtype, possibly a sharded-tensor wrapper) as float32 numpy."""
-    if hasattr(tensor, "local_shards"):  # torch ShardedTensor (FSDP's sharded state dict)
+def local_tensor(tensor):
+    """The plain tensor of a saved value: a torch ShardedTensor's (FSDP's sharded state dict) or a
+    DTensor's local part, else the tensor itself."""
+    if hasattr(tensor, "local_shards"):
         shards = tensor.local_shards()
-        tensor = shards[0].tensor if shards else tensor.new_empty((0,))
-    elif hasattr(tensor, "to_local"):  # DTensor
-        tensor = tensor.to_local()
-    return tensor.detach().float().numpy()
+        return shards[0].tensor if shards else tensor.new_empty((0,))
+    if hasattr(tensor, "to_local"):
+        return tensor.to_local()
+    return tensor
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """A saved tensor (any float dtype, possibly a sharded-tensor wrapper) as float32 numpy."""
+    return local_tensor(tensor).detach().float().numpy()
 
 
 class ModelShards:
@@ -92,7 +98,7 @@ class ModelShards:
             return chunks[0]
         import torch
 
-        return torch.cat([c.local_shards()[0].tensor if hasattr(c, "local_shards") else c for c in chunks], 0)
+        return torch.cat([local_tensor(c) for c in chunks], 0)
 
     def names(self, p: int) -> list[str]:
         t, w = self.any_file(p, t=0)

@@ -9,7 +9,6 @@ shuffle, from our loader's schedule) and schedulder.pt.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ from internevo_jax.checkpoint.internevo_pt.writer import (
     check_layout,
     write_folder,
 )
+from internevo_jax.checkpoint.restore import json_item
 
 logger = logging.getLogger("internevo_jax")
 
@@ -44,14 +44,6 @@ def _find_adam(tree):
         if found is not None:
             return found
     return None
-
-
-def _json(folder: str, item: str) -> dict:
-    try:
-        with open(os.path.join(folder, item, "metadata"), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def _data_position(sampler: dict, step: int) -> dict:
@@ -150,9 +142,9 @@ def checkpoint_to_internevo(
             eps=float(cfg.adam.adam_eps),
             weight_decay=float(cfg.adam.weight_decay),
         )
-    context = _json(folder, "context")
+    context = json_item(folder, "context") or {}
     step = int(context.get("step", 0))
-    position = _data_position(_json(folder, "sampler"), step)
+    position = _data_position(json_item(folder, "sampler") or {}, step)
     if not position:
         logger.warning("%s records no data settings: sampler.pt is not written", folder)
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(

@@ -105,8 +105,9 @@ class RankGroups:
         return cls(groups)
 
 
-def zero_rank(group: str, file_rank: int, t: int, layout: SavedLayout, zero1: int) -> tuple[int, int]:
-    """(zero rank, zero world size) of `group` in optimizer file `file_rank` of tensor rank t."""
+def zero_rank(group: str, file_rank: int, t: int, layout, zero1: int) -> tuple[int, int]:
+    """(zero rank, zero world size) of `group` in optimizer file `file_rank` of tensor rank t;
+    `layout` (a SavedLayout or the writer's TargetLayout) gives isp, tensor, weight, optimizer_ranks."""
     if not layout.isp:
         return file_rank, layout.optimizer_ranks
     if group == EMBED_HEAD:

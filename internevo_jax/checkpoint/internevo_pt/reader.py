@@ -90,6 +90,10 @@ class InternEvoFolder:
         self.vocab_parallel_embedding = self._vocab_parallel()
         self.entries = self._check_entries()
         self._optimizer: OptimizerPieces | None = None
+        self._moved_qkv: tuple[tuple | None, dict] = (
+            None,
+            {},
+        )  # the last layer's q/k/v in the model's layout
         logger.info(
             "reading the InternEvo checkpoint %s (%s; saved with %s)",
             folder,
@@ -277,22 +281,26 @@ class InternEvoFolder:
         pieces = pieces or self.shards
         if path[0].startswith("layers_") and path[1] == "attention" and path[2] in _QKV:
             if self.model.args.qkv_layout != self.naming.qkv_layout:
-                layer = {
-                    e.ours: self._tensor(e, i, pieces)
-                    for e, i in self.entries
-                    if e.ours[0] == path[0]
-                    and e.ours[1] == "attention"
-                    and e.ours[2] in _QKV
-                    and e.ours[3] == path[3]
-                }
-                moved = relayout(
-                    layer,
-                    self.model.args,
-                    source_layout=self.naming.qkv_layout,
-                    target_layout=self.model.args.qkv_layout,
-                    lanes_to_halves=None,
-                )
-                return moved[path]
+                # wq, wk and wv come from one fused tensor (or go into one): move the layer's once.
+                key = (path[0], path[3], getattr(pieces, "field", "model"))
+                if self._moved_qkv[0] != key:
+                    layer = {
+                        e.ours: self._tensor(e, i, pieces)
+                        for e, i in self.entries
+                        if e.ours[0] == path[0]
+                        and e.ours[1] == "attention"
+                        and e.ours[2] in _QKV
+                        and e.ours[3] == path[3]
+                    }
+                    moved = relayout(
+                        layer,
+                        self.model.args,
+                        source_layout=self.naming.qkv_layout,
+                        target_layout=self.model.args.qkv_layout,
+                        lanes_to_halves=None,
+                    )
+                    self._moved_qkv = (key, moved)
+                return self._moved_qkv[1][path]
         for e, i in self.entries:
             if e.ours == path:
                 return self._tensor(e, i, pieces)

@@ -50,6 +50,11 @@ class TargetLayout:
     zero1: int = 0
 
     @property
+    def optimizer_ranks(self) -> int:
+        """Optimizer files per (tensor, weight, pipeline) rank: one per data rank under isp, else per zero rank."""
+        return self.data if self.isp else self.zero_ranks
+
+    @property
     def zero_ranks(self) -> int:
         if self.isp:
             wdp = self.data * self.tensor // self.weight
@@ -240,16 +245,14 @@ def _write_optimizer(folder, ranks: _Ranks, pieces, opt: OptimizerState, t, w, p
     fields = {f: ranks.pieces(getattr(opt, f), t, w, p) for f in ("master", "exp_avg", "exp_avg_sq")}
     names = group_names(lay.isp)
     written = []
-    file_ranks = range(lay.data) if lay.isp else range(lay.zero_ranks)
-    for file_rank in file_ranks:
+    for file_rank in range(lay.optimizer_ranks):
         file_w = (file_rank * lay.tensor + t) % lay.weight if lay.isp else 0
         if file_w != w:
             continue  # written with the pieces of its own weight rank
         flats, state, param_groups, plan, index = {}, {}, [], [], 0
         for gid, group in enumerate(names):
             params = groups[group]
-            size = lay.data if group == EMBED_HEAD else lay.zero_ranks
-            z, size = zero_rank(group, file_rank, t, _as_saved(lay), size)
+            z, size = zero_rank(group, file_rank, t, lay, lay.zero_ranks)
             split = partition(params, size)
             plan.append(plan_ids(params, split))
             mine = split[z]
@@ -290,7 +293,7 @@ def _write_optimizer(folder, ranks: _Ranks, pieces, opt: OptimizerState, t, w, p
         torch.save(states, os.path.join(folder, name))
         # InternEvo saves the split apart from the optimizer state, named by the rank.
         world = lay.tensor * lay.pipeline * lay.data
-        default_zero = zero_rank(names[0], file_rank, t, _as_saved(lay), lay.zero_ranks)[0]
+        default_zero = zero_rank(names[0], file_rank, t, lay, lay.zero_ranks)[0]
         plan_name = plan_file_name(world, t, w, p, file_rank, default_zero)
         torch.save(plan, os.path.join(folder, plan_name))
         written += [name, plan_name]
@@ -301,15 +304,3 @@ def _write_optimizer(folder, ranks: _Ranks, pieces, opt: OptimizerState, t, w, p
 class _TensorLike:
     shape: tuple[int, ...]
     dtype: Any
-
-
-def _as_saved(lay: TargetLayout):
-    from internevo_jax.checkpoint.internevo_pt.folder import SavedLayout
-
-    return SavedLayout(
-        tensor=lay.tensor,
-        pipeline=lay.pipeline,
-        weight=lay.weight,
-        isp=lay.isp,
-        optimizer_ranks=lay.data if lay.isp else lay.zero_ranks,
-    )
