@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DATA ?= .cache/demo
 PYTEST_ARGS ?=
+# pytest-xdist workers; one test file runs in one worker (module fixtures are built once)
+TEST_WORKERS ?= 2
 
 .PHONY: install demo demo-moe test test-fast bench bench-gpu bench-attention bench-moe lint clean
 
@@ -29,10 +31,10 @@ demo-moe: install
 	$(PY) -m internevo_jax.train --config configs/demo_moe.py --launcher local
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS) tests
 
 # The CPU performance check of the train step: ours (`fit` in-process) next to a plain hand-written JAX
 # step of the same model (benchmarks/plain_step.py), (a) micro_bsz 4 x micro_num 1, one pack of four

@@ -18,8 +18,7 @@ from internevo_jax.names import UNSUPPORTED_MODEL_TYPES, unsupported_model_messa
 from .errors import ConfigError
 from .schema import TENSOR_MODES
 
-# Dotted keys accepted for compatibility that change nothing in JAX. A key also covers its
-# sub-keys ("generation" covers "generation.batch_size").
+# Dotted keys accepted for compatibility that change nothing in JAX. A key also covers its sub-keys.
 NO_EFFECT_KEYS = frozenset(
     {
         # top level
@@ -40,8 +39,12 @@ NO_EFFECT_KEYS = frozenset(
         "data.unit_schedule_size",
         "grad_profiling",
         "metric_dtype",
-        "generation",
-        "tensorboard",
+        # generation: InternEvo's dataset mode (prompts from a folder, outputs to .bin files);
+        # num_beams 1 only (more is refused)
+        "generation.output_folder",
+        "generation.data_folder",
+        "generation.num_beams",
+        "tensorboard",  # a top-level dict some configs carry; monitor.tensorboard is the one read
         # data
         "data.packed_length",  # always seq_len * micro_bsz, as in InternEvo
         "data.batch_size",  # always micro_num
@@ -81,13 +84,8 @@ NO_EFFECT_KEYS = frozenset(
         "lr_scheduler.last_epoch",
         "beta2_scheduler.cur_iter",
         "loss.op_type",
-        # checkpoint / monitor
+        # checkpoint
         "ckpt.universal_ckpt",
-        "monitor.alert.enable_feishu_alert",
-        "monitor.alert.feishu_alert_address",
-        "monitor.alert.light_monitor_address",
-        "monitor.alert.alert_file_path",
-        "monitor.tensorboard",
     }
 )
 

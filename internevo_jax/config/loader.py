@@ -15,7 +15,7 @@ from .compat import infinite_to_none, no_effect_keys, normalize_parallel, presen
 from .errors import ConfigError, unknown_key_error
 from .overrides import apply_overrides
 from .resolve import resolve, stacked_checkpoint_note
-from .schema import DEFAULT_JOB_NAME, EXTRA_KEYS, SCALARS, SECTIONS, Config
+from .schema import DEFAULT_JOB_NAME, EXTRA_KEYS, OPTIONAL_SECTIONS, SCALARS, SECTIONS, Config
 from .typecheck import build_section, coerce
 from .validate import validate
 
@@ -145,7 +145,9 @@ def _build(
         schema["ckpt"] = infinite_to_none(schema["ckpt"], ("checkpoint_every", "oss_snapshot_freq"))
 
     sections = {
-        name: build_section(cls, schema.get(name, {}), name, source) for name, cls in SECTIONS.items()
+        name: build_section(cls, schema.get(name, {}), name, source)
+        for name, cls in SECTIONS.items()
+        if name in schema or name not in OPTIONAL_SECTIONS
     }
     scalars = {
         name: coerce(schema[name], hint, name, source) if name in schema else default

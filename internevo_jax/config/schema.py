@@ -320,21 +320,64 @@ class Beta2SchedulerConfig:
 
 @dataclass(frozen=True)
 class AlertConfig:
+    """Alerts, heartbeat and hang watchdog (docs/alerts.md). As in InternEvo, enable_feishu_alert
+    switches on the Feishu webhook, the light-monitor heartbeat and the alert file."""
+
     enable_feishu_alert: bool = False
-    feishu_alert_address: str | None = None
-    light_monitor_address: str | None = None
-    alert_file_path: str | None = None
+    feishu_alert_address: str | None = None  # a Feishu bot webhook URL
+    light_monitor_address: str | None = None  # heartbeat endpoint: an http(s) URL or host:port
+    alert_file_path: str | None = None  # one JSON line appended per alert
+    # Extensions of this project.
+    webhook_address: str | None = None  # any http(s) endpoint; gets each alert as JSON, on its own
+    hang_timeout_s: float = 600.0  # no step for this long -> stacks logged + "hang" alert; 0: off
+    heartbeat_interval_s: float = 60.0  # at most one heartbeat per this many seconds; 0: every step
+    request_timeout_s: float = 5.0  # per HTTP request; also the longest wait for unsent alerts at the end
+    retries: int = 2  # extra attempts of a failed alert delivery, with doubling waits from 0.5 s
+    loss_spike_ratio: float | None = 1.5  # loss > ratio * previous step's loss -> alert; None: off
 
 
 @dataclass(frozen=True)
 class TensorboardConfig:
-    queue_max_length: int = 1
+    queue_max_length: int = 1  # steps whose scalars are held before they are written to disk
+
+
+@dataclass(frozen=True)
+class ProfilerConfig:
+    """The step window `--profiling` traces (extension; InternEvo's profiler schedule skips 5 steps)."""
+
+    skip_steps: int = 5  # steps run before the trace starts (compilation and warm-up)
+    active_steps: int = 3  # steps traced
+    memory_profile: bool = True  # also save a device-memory profile (pprof) after the window
 
 
 @dataclass(frozen=True)
 class MonitorConfig:
     alert: AlertConfig = field(default_factory=AlertConfig)
     tensorboard: TensorboardConfig = field(default_factory=TensorboardConfig)
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)  # extension
+    progress_bar: bool | None = None  # extension; None: shown when stdout is a terminal
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """InternEvo's `generation` dict (read by its generate.py), with its defaults: the defaults of
+    `python -m internevo_jax.generate` (docs/generation.md says which keys have an effect)."""
+
+    ckpt_folder: str | None = None  # None: the newest checkpoint under ckpt.save_ckpt_folder
+    output_folder: str | None = None  # InternEvo's dataset mode: no effect here
+    data_folder: str | None = None  # InternEvo's dataset mode: no effect here
+    batch_size: int | None = None  # prompts per batch; None: data.valid_micro_num * data.micro_bsz
+    eos_id: tuple[int, ...] = (2,)  # an id or a list of ids; any of them ends a row
+    additional_eos_token_list: tuple[int, ...] | None = None  # more ids that end a row
+    bos_id: int = 1  # put before a text prompt; also fills a row once it has ended (InternEvo's pad)
+    max_length: int = 100  # prompt + new tokens
+    do_sample: bool = True
+    temperature: float = 1.0
+    num_beams: int = 1  # 1 only: beam search is not implemented
+    top_k: int = 50  # 0: off
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
 
 
 # Top-level dict sections: config-file name -> dataclass.
@@ -350,7 +393,10 @@ SECTIONS: dict[str, type] = {
     "lr_scheduler": LrSchedulerConfig,
     "beta2_scheduler": Beta2SchedulerConfig,
     "monitor": MonitorConfig,
+    "generation": GenerationConfig,
 }
+# Sections that are None in a Config whose file does not have them.
+OPTIONAL_SECTIONS = ("generation",)
 # Top-level scalar keys with a meaning here: name -> (type, default).
 SCALARS: dict[str, tuple[Any, Any]] = {
     "model_type": (str, "INTERNLM"),
@@ -376,7 +422,6 @@ EXTRA_KEYS = (
     "int8_mode",
     "grad_profiling",
     "metric_dtype",
-    "generation",
     "use_apex_adam",
     "tensorboard",
 )
@@ -400,6 +445,7 @@ class Config:
     lr_scheduler: LrSchedulerConfig = field(default_factory=LrSchedulerConfig)
     beta2_scheduler: Beta2SchedulerConfig = field(default_factory=Beta2SchedulerConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    generation: GenerationConfig | None = None  # None: the config has no `generation` dict
     use_fp32_norm: bool = False
     cudnn_deterministic: bool = False
     cudnn_benchmark: bool = False

@@ -55,7 +55,8 @@ def describe(hint: Any) -> str:
     if origin is dict:
         return "a dict"
     if origin is tuple:
-        return "a list of strings"
+        item = (typing.get_args(hint) or (str,))[0]
+        return {int: "a list of integers", str: "a list of strings"}.get(item, "a list")
     if dataclasses.is_dataclass(hint):
         return "a dict"
     return "any value"
@@ -101,11 +102,10 @@ def _coerce_one(value: Any, hint: Any, dotted: str, source: str) -> Any:
             return dict(value)
         raise _Mismatch
     if origin is tuple:
-        if isinstance(value, str):
-            value = (value,)
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise _Mismatch
+        item = (typing.get_args(hint) or (str,))[0]
+        if not isinstance(value, (list, tuple)):
+            value = (value,)  # one item stands for a list of one ("model" or eos_id=2)
+        return tuple(_coerce_one(v, item, dotted, source) for v in value)
     if dataclasses.is_dataclass(hint):
         if isinstance(value, dict):
             return build_section(hint, value, dotted, source)

@@ -6,12 +6,14 @@ model registry, not this module, checks ``model_type`` and attention backend nam
 
 from __future__ import annotations
 
+import math
 import re
+from urllib.parse import urlsplit
 
 from internevo_jax.names import NORM_TYPES, REMAT_POLICY_NAMES
 
 from .errors import ConfigError
-from .schema import CKPT_CONTENT, DTYPES, PIPELINE_MODES, TENSOR_MODES, Config
+from .schema import CKPT_CONTENT, DTYPES, PIPELINE_MODES, TENSOR_MODES, Config, GenerationConfig
 
 
 class _Checker:
@@ -295,6 +297,134 @@ def _check_unsupported(cfg: Config, c: _Checker) -> None:
         c.require(not asked(cfg), key, message)
 
 
+def _check_tensorboard_and_profiler(cfg: Config, c: _Checker) -> None:
+    c.require(
+        cfg.monitor.tensorboard.queue_max_length >= 1,
+        "monitor.tensorboard.queue_max_length",
+        "must be at least 1 (the number of steps whose scalars are held before they are written).",
+    )
+    profiler = cfg.monitor.profiler
+    c.require(profiler.skip_steps >= 0, "monitor.profiler.skip_steps", "must be 0 or more.")
+    c.require(profiler.active_steps >= 1, "monitor.profiler.active_steps", "must be at least 1.")
+
+
+def _shown_url(url: str) -> str:
+    """`url` as scheme://host only: webhook URLs keep their secret in the path or query."""
+    if "://" not in url:
+        head = re.split(r"[/?#@]", url, maxsplit=1)[0]
+        return repr(head + ("/…" if len(head) < len(url) else ""))
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return "an unparsable URL"
+    rest = "/…" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+    return repr(f"{parts.scheme}://{host}{rest}")
+
+
+def _check_alert(cfg: Config, c: _Checker) -> None:
+    a = cfg.monitor.alert
+    urls = [("webhook_address", a.webhook_address)]
+    if a.enable_feishu_alert:  # InternEvo reads the addresses only when alerts are on
+        urls += [
+            ("feishu_alert_address", a.feishu_alert_address),
+            ("light_monitor_address", a.light_monitor_address),
+        ]
+    for key, url in urls:
+        if not url:
+            continue
+        # a light-monitor address may be a bare host:port (it then means http://host:port/)
+        full = url if ("://" in url or key != "light_monitor_address") else f"http://{url}"
+        try:
+            parts = urlsplit(full)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        c.require(
+            ok,
+            f"monitor.alert.{key}",
+            f'must be an http:// or https:// URL with a host (e.g. "https://hooks.example.com/alerts/TOKEN"), '
+            f"got {_shown_url(url)} (shown without its path and query, which may hold a secret). Alerts are "
+            "sent by HTTP POST only; fix the URL, or set the key to None to send nothing there.",
+        )
+    for key, zero in (
+        ("hang_timeout_s", " 0 turns the hang watchdog off."),
+        ("heartbeat_interval_s", " 0 sends a heartbeat after every step."),
+    ):
+        value = getattr(a, key)
+        c.require(
+            math.isfinite(value) and value >= 0,
+            f"monitor.alert.{key}",
+            f"must be a finite number of seconds, 0 or more, got {value!r}.{zero}",
+        )
+    c.require(
+        math.isfinite(a.request_timeout_s) and a.request_timeout_s > 0,
+        "monitor.alert.request_timeout_s",
+        f"must be a finite number of seconds greater than 0 (each alert request gives up after it), "
+        f"got {a.request_timeout_s!r}.",
+    )
+    c.require(
+        a.retries >= 0,
+        "monitor.alert.retries",
+        f"must be 0 or more (extra attempts of a failed alert delivery), got {a.retries!r}.",
+    )
+    if a.loss_spike_ratio is not None:
+        c.require(
+            math.isfinite(a.loss_spike_ratio) and a.loss_spike_ratio > 1.0,
+            "monitor.alert.loss_spike_ratio",
+            f"must be greater than 1 (a step's loss above this many times the previous step's is a spike; "
+            f"InternEvo uses 1.5), got {a.loss_spike_ratio!r}; None turns loss-spike alerts off.",
+        )
+
+
+def generation_problems(g: GenerationConfig, vocab_size: int) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each bad value of generation settings `g`; the generate command
+    line checks its flags with the same rules."""
+    out = []
+    if g.batch_size is not None and g.batch_size < 1:
+        out.append(("batch_size", f"must be 1 or more (prompts per batch), got {g.batch_size}."))
+    if g.max_length < 1:
+        out.append(("max_length", f"must be 1 or more (prompt + new tokens), got {g.max_length}."))
+    for key in ("eos_id", "additional_eos_token_list", "bos_id"):
+        value = getattr(g, key)
+        ids = () if value is None else (value,) if isinstance(value, int) else value
+        bad = [i for i in ids if not 0 <= i < vocab_size]
+        if bad:
+            out.append((key, f"has {bad[0]}, outside the model's vocabulary [0, {vocab_size})."))
+    if g.do_sample and not (math.isfinite(g.temperature) and g.temperature > 0):
+        out.append(
+            (
+                "temperature",
+                f"must be greater than 0 when sampling (do_sample=True), got {g.temperature!r}; "
+                "set do_sample=False for greedy decoding.",
+            )
+        )
+    if g.top_k < 0:
+        out.append(("top_k", f"must be 0 (off) or more, got {g.top_k}."))
+    if not 0.0 < g.top_p <= 1.0:
+        out.append(("top_p", f"must be in (0, 1] (1 is off), got {g.top_p!r}."))
+    if not (math.isfinite(g.repetition_penalty) and g.repetition_penalty > 0):
+        out.append(
+            ("repetition_penalty", f"must be greater than 0 (1 is off), got {g.repetition_penalty!r}.")
+        )
+    if not math.isfinite(g.length_penalty):
+        out.append(("length_penalty", f"must be a finite number (1 is off), got {g.length_penalty!r}."))
+    if g.num_beams != 1:
+        out.append(
+            (
+                "num_beams",
+                f"is {g.num_beams}; beam search is not implemented here, use num_beams=1 (greedy or sampling).",
+            )
+        )
+    return out
+
+
+def _check_generation(cfg: Config, c: _Checker) -> None:
+    if cfg.generation is not None:
+        for key, message in generation_problems(cfg.generation, cfg.model.vocab_size):
+            c.require(False, f"generation.{key}", message)
+
+
 def validate(cfg: Config, source: str) -> None:
     """Raise ConfigError for the first impossible value in ``cfg`` (a resolved Config)."""
     c = _Checker(source)
@@ -304,4 +434,7 @@ def validate(cfg: Config, source: str) -> None:
     _check_parallel(cfg, c)
     _check_optim(cfg, c)
     _check_ckpt(cfg, c)
+    _check_tensorboard_and_profiler(cfg, c)
+    _check_alert(cfg, c)
+    _check_generation(cfg, c)
     _check_unsupported(cfg, c)

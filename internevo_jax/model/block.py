@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from internevo_jax.model.args import ModelArgs
 from internevo_jax.model.attention import choice_for_args
+from internevo_jax.model.kv_cache import cached_attention, is_decoding
 from internevo_jax.model.layers import (
     FeedForward,
     RMSNorm,
@@ -87,6 +88,39 @@ def to_windows(x: jax.Array, window: int) -> jax.Array:
     return nn.with_logical_constraint(x.reshape(b * (t // window), window, *x.shape[2:]), ACT_HEADS)
 
 
+def causal_attention(
+    a: ModelArgs,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    positions: jax.Array,
+    segment_ids: jax.Array | None,
+) -> jax.Array:
+    """RoPE, then causal (packed) attention on the chosen backend: [B, T, Hq, D] out (rows of
+    fixed windows come out as [B * T / window, window, Hq, D])."""
+    t = q.shape[1]
+    cos, sin = rope_tables(a, positions)
+    q = nn.with_logical_constraint(apply_rotary(q, cos, sin, a.qk_interleaved), ACT_HEADS)
+    k = nn.with_logical_constraint(apply_rotary(k, cos, sin, a.qk_interleaved), ACT_HEADS)
+    v = nn.with_logical_constraint(v, ACT_HEADS)
+
+    # Only packed rows: segment_ids=None is one unpacked sequence per row.
+    window = a.window_for(t) if segment_ids is not None else None
+    if window is not None:
+        q, k, v = to_windows(q, window), to_windows(k, window), to_windows(v, window)
+        segment_ids = None
+    choice = choice_for_args(a, seq_len=q.shape[1], has_segments=segment_ids is not None)
+    return choice.fn(
+        q,
+        k,
+        v,
+        segment_ids,
+        scale=softmax_scale(a.head_dim),
+        precision=a.precision,
+        sliding_window=a.sliding_window,
+    )
+
+
 class Attention(nn.Module):
     """Causal self-attention: wq/wk/wv (or a fused wqkv), optional q/k norms, wo, RoPE, pluggable
     backend; a sliding window when `args.sliding_window` is set (the args of this layer).
@@ -94,6 +128,8 @@ class Attention(nn.Module):
     Packed rows made of fixed windows (`args.window_for(T)`, e.g. data.pack_sample_into_one=True)
     run attention on the windows as rows of their own with a plain causal mask: the same maths as
     their segment ids, without a mask and with T / window times fewer scores.
+
+    Applied with the "cache" collection mutable it runs in decode mode (model/kv_cache.py).
     """
 
     args: ModelArgs
@@ -113,26 +149,10 @@ class Attention(nn.Module):
             q = RMSNorm(a, features=a.head_dim, name="q_norm")(q)
             k = RMSNorm(a, features=a.head_dim, name="k_norm")(k)
 
-        cos, sin = rope_tables(a, positions)
-        q = nn.with_logical_constraint(apply_rotary(q, cos, sin, a.qk_interleaved), ACT_HEADS)
-        k = nn.with_logical_constraint(apply_rotary(k, cos, sin, a.qk_interleaved), ACT_HEADS)
-        v = nn.with_logical_constraint(v, ACT_HEADS)
-
-        # Only packed rows: segment_ids=None is one unpacked sequence per row (generation).
-        window = a.window_for(t) if segment_ids is not None else None
-        if window is not None:
-            q, k, v = to_windows(q, window), to_windows(k, window), to_windows(v, window)
-            segment_ids = None
-        choice = choice_for_args(a, seq_len=q.shape[1], has_segments=segment_ids is not None)
-        out = choice.fn(
-            q,
-            k,
-            v,
-            segment_ids,
-            scale=softmax_scale(a.head_dim),
-            precision=a.precision,
-            sliding_window=a.sliding_window,
-        )
+        if is_decoding(self):
+            out = cached_attention(self, a, q, k, v, positions, segment_ids)
+        else:
+            out = causal_attention(a, q, k, v, positions, segment_ids)
         out = nn.with_logical_constraint(out, ACT_HEADS).reshape(b, t, a.num_heads * a.head_dim)
 
         o_init = out_proj_init(a, a.out_init_std, layer_idx, (HEADS, EMBED))

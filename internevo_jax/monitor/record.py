@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+TGS_KEY = "tgs (tokens/gpu/second)"  # InternEvo's name of tokens per device per second
+
 # InternEvo's keys, in InternEvo's order; users' log parsers depend on both.
 LINE_KEYS = (
     "tflops",
     "step",
     "loss",
-    "tgs (tokens/gpu/second)",
+    TGS_KEY,
     "lr",
     "loss_scale",
     "grad_norm",

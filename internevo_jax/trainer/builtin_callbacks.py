@@ -8,11 +8,11 @@ from types import MappingProxyType
 
 import jax
 
-from internevo_jax.monitor import ordered
+from internevo_jax.config.schema import ProfilerConfig
+from internevo_jax.monitor import logger, ordered
 from internevo_jax.trainer.callbacks import Callback, Run
 
-PROFILE_FIRST_STEP = 5  # skip compilation and warm-up, as InternEvo's profiler schedule does
-PROFILE_STEPS = 3
+MEMORY_PROFILE = "memory.prof"
 
 
 class WriteMetrics(Callback):
@@ -53,22 +53,24 @@ class Evaluation(Callback):
 
 
 class Profiler(Callback):
-    """A jax.profiler trace of PROFILE_STEPS steps, starting PROFILE_FIRST_STEP steps into the run."""
+    """A jax.profiler trace of monitor.profiler.active_steps steps, after skip_steps steps of the
+    run (counted from where a resumed run starts), then a device-memory profile (memory.prof)."""
 
-    def __init__(self, folder: str, *, skip: int = PROFILE_FIRST_STEP, steps: int = PROFILE_STEPS):
-        self.folder, self.skip, self.steps = folder, skip, steps
+    def __init__(self, folder: str, settings: ProfilerConfig | None = None):
+        self.folder, self.settings = folder, settings or ProfilerConfig()
         self.first = self.last = -1
         self.tracing = False
 
     def on_train_start(self, run: Run) -> None:
-        self.first = run.context.step + self.skip + 1  # counted from where a resumed run starts
-        self.last = self.first + self.steps - 1
+        self.first = run.context.step + self.settings.skip_steps + 1
+        self.last = self.first + self.settings.active_steps - 1
 
     def on_step_start(self, run: Run, step: int) -> None:
         if step == self.first:
             # also a Perfetto trace (perfetto_trace.json.gz): opens in ui.perfetto.dev, and tools read it
             jax.profiler.start_trace(os.fspath(self.folder), create_perfetto_trace=True)
             self.tracing = True
+            logger.info("profiling steps %d-%d into %s", self.first, self.last, self.folder)
 
     def on_step_end(self, run: Run, step: int, record: Mapping[str, object]) -> None:
         self._stop_after(step)
@@ -83,3 +85,9 @@ class Profiler(Callback):
         if self.tracing and step >= self.last:
             jax.profiler.stop_trace()
             self.tracing = False
+            if self.settings.memory_profile:
+                # the live device buffers right after the window: parameters, optimizer state and
+                # the next step's inputs (pprof format: `go tool pprof memory.prof`)
+                path = os.path.join(self.folder, MEMORY_PROFILE)
+                jax.profiler.save_device_memory_profile(path)
+            logger.info("profile written to %s", self.folder)

@@ -20,6 +20,7 @@ from types import MappingProxyType
 
 from internevo_jax.config import Config
 from internevo_jax.data import StreamingTrainLoader, TrainLoader, ValidSet
+from internevo_jax.monitor import logger
 from internevo_jax.trainer.state import TrainContext, TrainState
 from internevo_jax.trainer.trainer import Trainer
 
@@ -83,6 +84,10 @@ class Callback:
     def on_validation(self, run: Run, step: int, record: Mapping[str, object]) -> None:
         """After validation: `record` holds `step` and `val/<name>_loss`, `_acc`, `_plex`."""
 
+    def on_exception(self, run: Run, error: BaseException) -> None:
+        """When the run ends by an exception (`error`, raised again afterwards), before
+        `on_train_end`."""
+
     def on_train_end(self, run: Run) -> None:
         """Once, when the run ends, also when it ends by an exception."""
 
@@ -142,6 +147,14 @@ class CallbackList(Callback):
     def on_validation(self, run: Run, step: int, record: Mapping[str, object]) -> None:
         for cb in self.callbacks:
             cb.on_validation(run, step, record)
+
+    def on_exception(self, run: Run, error: BaseException) -> None:
+        # the run's own error is what propagates: a callback failing here is logged, not raised
+        for cb in self.callbacks:
+            try:
+                cb.on_exception(run, error)
+            except Exception:  # noqa: BLE001
+                logger.exception("%s.on_exception failed", type(cb).__name__)
 
     def on_train_end(self, run: Run) -> None:
         # every callback gets to clean up; the first failure is raised once all have run

@@ -13,9 +13,10 @@ import numpy as np
 
 from internevo_jax.config import Config
 from internevo_jax.data import build_train_loader, build_valid_loaders
-from internevo_jax.monitor import JsonlWriter, LineWriter, logger
+from internevo_jax.monitor import logger, metric_writers
 from internevo_jax.names import RUNS_ROOT
 from internevo_jax.parallel import local_dp_ranks
+from internevo_jax.trainer.alerting import alerting_callbacks
 from internevo_jax.trainer.build import build_trainer
 from internevo_jax.trainer.builtin_callbacks import Evaluation, Profiler, WriteMetrics
 from internevo_jax.trainer.callbacks import Callback, CallbackList, Run
@@ -63,7 +64,8 @@ def fit(
 ) -> FitResult:
     """Train `cfg` until data.total_steps (or `max_steps` steps) and return the result.
 
-    Around each step run, in this order: the profiler (`profiling`), the metric writers (the stdout
+    Around each step run, in this order: alerts, heartbeat and hang watchdog (when monitor.alert
+    names a destination; docs/alerts.md), the profiler (`profiling`), the metric writers (the stdout
     line and <run_dir>/metrics.jsonl, on process 0), `callbacks` in the order given, validation every
     data.valid_every steps, checkpointing. The checkpoint is restored before any hook runs.
     Steps are queued one ahead of the metrics (see `trainer.callbacks`). At the end the run's
@@ -99,16 +101,21 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
     run_dir = resolve_run_dir(cfg)
     checkpointing = Checkpointing(cfg, run_dir)
     checkpointing.restore_at_start(trainer, loader)
+    last_step = cfg.data.total_steps if max_steps is None else min(cfg.data.total_steps, max_steps)
     writers = []
     if is_logger:
         write_resolved_config(cfg, run_dir)
-        writers = [LineWriter(), JsonlWriter(os.path.join(run_dir, "metrics.jsonl"))]
+        writers = metric_writers(
+            cfg, run_dir, done_steps=trainer.context.step, last_step=last_step, devices=len(devices)
+        )
         logger.info("run folder %s", os.path.abspath(run_dir))
     # validation records go to the writers and the user's callbacks
     reporters = CallbackList([WriteMetrics(writers), user_callbacks])
     hooks = CallbackList(
         [
-            *([Profiler(os.path.join(run_dir, "profile"))] if profiling else []),
+            # first: its watchdog is armed before, and its end-of-run alert sent after, all the others
+            *alerting_callbacks(cfg, is_logger=is_logger),
+            *([Profiler(os.path.join(run_dir, "profile"), cfg.monitor.profiler)] if profiling else []),
             reporters,
             Evaluation(report=reporters),
             checkpointing,
@@ -122,7 +129,6 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
     flops_per_token = model_flops_per_token(cfg, n_dense)
     ctx = trainer.context
     losses: list[float] = []
-    last_step = cfg.data.total_steps if max_steps is None else min(cfg.data.total_steps, max_steps)
     batches = Prefetch(loader, trainer.put)
 
     def report(pending: InFlight) -> bool:
@@ -186,6 +192,9 @@ def _fit(cfg, timer, devices, loss_fn, grad_hook, profiling, max_steps, user_cal
                 in_flight = None
                 if hooks.on_state(run, step) or stop:
                     break
+    except BaseException as error:
+        hooks.on_exception(run, error)
+        raise
     finally:
         hooks.on_train_end(run)
     summary = timer.summary(devices)

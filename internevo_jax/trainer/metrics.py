@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from internevo_jax.config import Config
-from internevo_jax.monitor import ordered
+from internevo_jax.monitor import TGS_KEY, ordered
 from internevo_jax.names import EXPERT_WEIGHT_NAMES
 
 # Dense bf16 peak FLOP/s per chip, by a substring of jax's device_kind.
@@ -127,7 +127,7 @@ def step_record(
     derived = {
         "tflops": round(internevo_step_flops(cfg, dp_size, micro_num) / (step_time * world * 1e12), 4),
         "step": step,
-        "tgs (tokens/gpu/second)": round(tokens_per_s / world, 2),
+        TGS_KEY: round(tokens_per_s / world, 2),
         "num_consumed_tokens": context.num_consumed_tokens,
         "inf_nan_skip_batches": context.inf_nan_skip_batches,
         **batch_statistics(segment_ids),

@@ -3,6 +3,7 @@ steps are found on the device threads, with their op time split and the idle gap
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import pathlib
 import re
@@ -52,3 +53,7 @@ def test_profile_of_a_run_is_summarised(tmp_path):
     assert "Executions of the step" in report
     count = int(re.search(r"Executions of the step \(`.*`\): (\d+)", report).group(1))
     assert count >= 2, report
+    # the device-memory profile after the window: gzip-compressed pprof, naming the live buffers
+    with gzip.open(tmp_path / "run" / "profile" / "memory.prof") as f:
+        profile = f.read()
+    assert len(profile) > 100 and b"cpu" in profile.lower()

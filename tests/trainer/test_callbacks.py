@@ -1,12 +1,15 @@
 """Callbacks in real (tiny) runs: what they see, in which order, how they stop a run and add a metric."""
 
+import dataclasses
 import json
 import logging
+import os
 
 import jax
 import pytest
 
 from internevo_jax.config import config_from_dict
+from internevo_jax.config.schema import ProfilerConfig
 from internevo_jax.monitor import LINE_KEYS, logger
 from internevo_jax.trainer import Callback, fit
 
@@ -182,17 +185,28 @@ def test_a_callback_may_not_overwrite_a_metric(tmp_path):
     assert ends.events[-1] == ("train_end", 2)  # the run still ends cleanly: writers closed, hooks run
 
 
-def test_profiling_traces_steps_6_to_8(tmp_path, monkeypatch):
+def _record_profiler_calls(monkeypatch) -> list:
     calls = []
     monkeypatch.setattr(jax.profiler, "start_trace", lambda folder, **kw: calls.append(("start", folder)))
     monkeypatch.setattr(jax.profiler, "stop_trace", lambda: calls.append(("stop",)))
+    monkeypatch.setattr(
+        jax.profiler, "save_device_memory_profile", lambda path: calls.append(("memory", path))
+    )
+    return calls
 
-    class Steps(Callback):
-        def on_step_start(self, run, step):
-            calls.append(("step", step))
 
+class _Steps(Callback):
+    def __init__(self, calls):
+        self.calls = calls
+
+    def on_step_start(self, run, step):
+        self.calls.append(("step", step))
+
+
+def test_profiling_traces_steps_6_to_8(tmp_path, monkeypatch):
+    calls = _record_profiler_calls(monkeypatch)
     cfg = tiny_config(tmp_path, total_steps=9)
-    fit(cfg, devices=jax.devices()[:1], profiling=True, callbacks=[Steps()])
+    fit(cfg, devices=jax.devices()[:1], profiling=True, callbacks=[_Steps(calls)])
     # the profiler runs before the user's callbacks: the trace starts ahead of step 6's hooks,
     # and stops once step 8's metrics are read (step 9 is queued by then)
     folder = str(tmp_path / "run" / "profile")
@@ -204,6 +218,30 @@ def test_profiling_traces_steps_6_to_8(tmp_path, monkeypatch):
         ("step", 8),
         ("step", 9),
         ("stop",),
+        ("memory", os.path.join(folder, "memory.prof")),
+    ]
+
+
+def test_profiling_window_comes_from_the_config(tmp_path, monkeypatch):
+    calls = _record_profiler_calls(monkeypatch)
+    cfg = tiny_config(tmp_path, total_steps=5)
+    cfg = dataclasses.replace(
+        cfg,
+        monitor=dataclasses.replace(
+            cfg.monitor, profiler=ProfilerConfig(skip_steps=1, active_steps=2, memory_profile=False)
+        ),
+    )
+    fit(cfg, devices=jax.devices()[:1], profiling=True, callbacks=[_Steps(calls)])
+    folder = str(tmp_path / "run" / "profile")
+    # steps 2 and 3 traced; no memory profile
+    assert calls == [
+        ("step", 1),
+        ("start", folder),
+        ("step", 2),
+        ("step", 3),
+        ("step", 4),
+        ("stop",),
+        ("step", 5),
     ]
 
 
@@ -226,3 +264,23 @@ def test_callback_list_ends_in_reverse_and_rejects_other_objects():
     assert ended == ["c", "b", "a"]  # a failure does not keep the others from cleaning up
     with pytest.raises(TypeError, match="is not an internevo_jax.trainer.Callback"):
         CallbackList([object()])
+
+
+def test_on_exception_reaches_every_callback_and_never_hides_the_error(log_lines):
+    from internevo_jax.trainer import CallbackList
+
+    seen = []
+
+    class Watcher(Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_exception(self, run, error):
+            seen.append((self.name, str(error)))
+            if self.name == "a":
+                raise ValueError("a's own bug")
+
+    error = RuntimeError("the run's error")
+    CallbackList([Watcher("a"), Watcher("b")]).on_exception(run=None, error=error)  # does not raise
+    assert seen == [("a", "the run's error"), ("b", "the run's error")]
+    assert any("Watcher.on_exception failed" in line for line in log_lines)
