@@ -22,14 +22,16 @@ CONFIG = """
 model_type = "INTERNLM2"
 model = dict(num_layers=2, hidden_size=32, num_attention_heads=4, num_kv_attention_heads=2, vocab_size=103168,
              mlp_ratio=2, multiple_of=16, dtype="torch.float32", no_bias=True, max_position_embeddings=16)
-data = dict(tokenizer_path={tokenizer!r})
+{data}
 generation = dict({generation})
 """
 
 
-def write_config(tmp_path, generation: str = "") -> str:
+def write_config(tmp_path, generation: str = "", *, tokenizer: bool = True) -> str:
+    """The config file; without `tokenizer` it names none (prompts are then given as ids)."""
     path = tmp_path / "cfg.py"
-    path.write_text(CONFIG.format(tokenizer=os.path.abspath(TOKENIZER), generation=generation))
+    data = f"data = dict(tokenizer_path={os.path.abspath(TOKENIZER)!r})" if tokenizer else ""
+    path.write_text(CONFIG.format(data=data, generation=generation))
     return str(path)
 
 
@@ -84,7 +86,7 @@ def test_batched_prompts_follow_the_generation_dict(tmp_path, capsys):
     ],
 )
 def test_bad_arguments_get_one_error_line(tmp_path, capsys, extra, message):
-    config = write_config(tmp_path, "do_sample=True")
+    config = write_config(tmp_path, "do_sample=True", tokenizer=False)
     argv = ["--config", config, "--ckpt", str(tmp_path / "missing"), "--prompt_ids", "1,2"] + extra
     assert gen.main(argv) == 1
     err = capsys.readouterr().err
@@ -92,7 +94,7 @@ def test_bad_arguments_get_one_error_line(tmp_path, capsys, extra, message):
 
 
 def test_bad_generation_dict_is_a_config_error(tmp_path, capsys):
-    config = write_config(tmp_path, "do_sample=True, temperature=0")
+    config = write_config(tmp_path, "do_sample=True, temperature=0", tokenizer=False)
     assert gen.main(["--config", config, "--prompt_ids", "1,2"]) == 1
     err = capsys.readouterr().err
     assert "'generation.temperature' must be greater than 0 when sampling" in err and err.count("\n") == 1
@@ -100,11 +102,12 @@ def test_bad_generation_dict_is_a_config_error(tmp_path, capsys):
 
 def test_argument_of_the_wrong_type_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        gen.main(["--config", write_config(tmp_path), "--max_new_tokens", "many"])
+        gen.main(["--config", write_config(tmp_path, tokenizer=False), "--max_new_tokens", "many"])
     assert e.value.code == 2 and "invalid int value" in capsys.readouterr().err
 
 
 def test_no_checkpoint_anywhere_is_named(tmp_path, capsys):
-    assert gen.main(["--config", write_config(tmp_path, "do_sample=False"), "--prompt_ids", "1,2"]) == 1
+    config = write_config(tmp_path, "do_sample=False", tokenizer=False)
+    assert gen.main(["--config", config, "--prompt_ids", "1,2"]) == 1
     err = capsys.readouterr().err
     assert "error: no checkpoint: ckpt.save_ckpt_folder=" in err and "does not exist; pass --ckpt PATH" in err
