@@ -20,6 +20,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from internevo_jax.monitor.record import TGS_KEY
+
 METRICS_FILE = "metrics.jsonl"
 
 # (record key, PNG file stem, axis label); the y axis is logarithmic for the last two columns' True.
@@ -28,7 +30,7 @@ PLOTS = (
     ("lr", "lr", "learning rate", False),
     ("grad_norm", "grad_norm", "grad norm (before clipping)", False),
     ("loss_scale", "loss_scale", "loss scale", True),
-    ("tgs (tokens/gpu/second)", "tgs", "tokens / device / second", False),
+    (TGS_KEY, "tgs", "tokens / device / second", False),
 )
 VALIDATION_STEM = "validation"
 INSTALL_HINT = "pip install 'internevo_jax[plot]'"
@@ -216,8 +218,7 @@ def _prepare_out(out_dir: str) -> None:
     try:
         os.makedirs(out_dir, exist_ok=True)
         probe = os.path.join(out_dir, f".plot_metrics_probe.{os.getpid()}")
-        with open(probe, "w", encoding="utf-8"):
-            pass
+        open(probe, "w", encoding="utf-8").close()  # noqa: SIM115 - an empty file, closed at once
         os.remove(probe)
     except OSError as e:
         raise PlotError(

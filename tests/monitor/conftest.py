@@ -37,7 +37,7 @@ class CaptureServer:
                     pass  # the client gave up waiting (its timeout): nothing to answer
 
             def log_message(self, *args):
-                pass
+                """Quiet: the tests read the recorded requests, not the server's log."""
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True  # a sleeping handler never holds up the test's end

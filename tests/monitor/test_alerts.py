@@ -241,7 +241,7 @@ class Sent:
         return True
 
     def close(self, close_wait_s=None):
-        pass
+        """Nothing was sent, so nothing is waited for."""
 
 
 def started_alerting(**settings) -> tuple[Alerting, Sent, SimpleNamespace]:
