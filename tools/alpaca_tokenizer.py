@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from internevo_jax.data.errors import DataError  # noqa: E402
 from internevo_jax.preprocess.alpaca import EOA_ID, EOH_ID, tokenize_alpaca  # noqa: E402
+from internevo_jax.writable import ERROR_EXIT, check_writable  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,6 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_writable(args.output_path, fix="Pass an output_path folder you can write to.", error=DataError)
         stats = tokenize_alpaca(
             args.dataset_path,
             args.output_path,
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
         )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ERROR_EXIT
     print(
         f"number of train dataset: {stats.train_samples}, number of train dataset token: {stats.train_tokens}"
     )

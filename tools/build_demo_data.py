@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from internevo_jax.data.errors import DataError  # noqa: E402
 from internevo_jax.preprocess.demo_corpus import build_demo_corpus  # noqa: E402
+from internevo_jax.writable import ERROR_EXIT, check_writable  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--num_workers", type=int, default=1, help="encoding processes")
     args = p.parse_args(argv)
     try:
+        check_writable(args.out, fix="Pass an --out folder you can write to.", error=DataError)
         build_demo_corpus(
             args.out,
             vocab_size=args.vocab_size,
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
         )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ERROR_EXIT
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python tools/convert2hf.py --src CKPT_STEP_DIR --tgt HF_DIR [--tokenizer tokenizer.model]
         [--dtype bf16|fp32|fp16] [--max_shard_size 5GB] [--config CFG.py] [--remote_code DIR] [--overwrite]
+        [--allow_vocab_mismatch]
 
 INTERNLM is written as LlamaForCausalLM with attention_bias=true, LLAMA2 / LLAMA as LlamaForCausalLM,
 QWEN2, QWEN3 and GEMMA as transformers' own classes, INTERNLM2, INTERNLM3 and BAICHUAN2 as their
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +29,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--tgt", required=True, help="output folder for config.json and the *.safetensors shards")
     p.add_argument("--tokenizer", help="sentencepiece .model to copy next to the weights")
+    p.add_argument(
+        "--allow_vocab_mismatch",
+        action="store_true",
+        help="export even when the tokenizer's piece count differs from the model's vocab_size (a warning)",
+    )
     p.add_argument(
         "--dtype", default="bf16", choices=("bf16", "fp32", "fp16"), help="dtype of the exported weights"
     )
@@ -42,19 +49,47 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_tokenizer(path: str, vocab_size: int, allow_mismatch: bool) -> None:
+    """Refuse a tokenizer whose piece count is not the model's vocab_size, unless allowed (then warn)."""
+    from internevo_jax.checkpoint.errors import CheckpointError
+    from internevo_jax.data.tokenizer import vocab_mismatch
+    from internevo_jax.hf.tokenizer import piece_count
+
+    problem = vocab_mismatch(piece_count(path), vocab_size, exact=True)
+    if problem is None:
+        return
+    if allow_mismatch:
+        logging.getLogger(__name__).warning(
+            "--tokenizer %s %s; exported anyway (--allow_vocab_mismatch)", path, problem
+        )
+        return
+    raise CheckpointError(
+        f"--tokenizer {path} {problem}. Pass the tokenizer the model was trained with (data.tokenizer_path "
+        "of its training config), or add --allow_vocab_mismatch to export this pair anyway (e.g. for a "
+        "vocabulary padded on purpose)."
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     import jax.numpy as jnp
 
     from internevo_jax.checkpoint.errors import CheckpointError
-    from internevo_jax.checkpoint.model_files import config_from_saved, load_params
+    from internevo_jax.checkpoint.model_files import (
+        config_from_saved,
+        read_config_dict,
+        read_model,
+        resolve_checkpoint,
+    )
     from internevo_jax.config import ConfigError, load_config
     from internevo_jax.hf import export_hf
+    from internevo_jax.writable import ERROR_EXIT, check_writable
 
     cast = {"bf16": jnp.bfloat16, "fp16": jnp.float16, "fp32": jnp.float32}[args.dtype]
     try:
-        params, saved, folder = load_params(args.src, dtype=cast)
+        folder = resolve_checkpoint(args.src)
+        saved = read_config_dict(folder)
         if args.config:
             cfg = load_config(args.config, log=lambda *a: None)
         elif saved is not None:
@@ -64,6 +99,14 @@ def main(argv=None) -> int:
                 f"The checkpoint at {folder} holds no saved config; pass --config with the "
                 "training config it was trained with."
             )
+        check_writable(
+            os.path.dirname(os.path.abspath(args.tgt)),
+            fix="Pass a --tgt in a folder you can write to.",
+            error=CheckpointError,
+        )
+        if args.tokenizer:
+            check_tokenizer(args.tokenizer, cfg.model.vocab_size, args.allow_vocab_mismatch)
+        params = read_model(folder, dtype=cast)
         config = export_hf(
             params,
             cfg,
@@ -77,7 +120,7 @@ def main(argv=None) -> int:
         )
     except (CheckpointError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ERROR_EXIT
     print(f"wrote {config['architectures'][0]} ({cfg.model_type}, {args.dtype}) from {folder} to {args.tgt}")
     return 0
 

@@ -47,13 +47,15 @@ def main(argv=None) -> int:
     from internevo_jax.checkpoint.model_files import save_params
     from internevo_jax.config import ConfigError
     from internevo_jax.hf import describe_model, import_hf
+    from internevo_jax.writable import ERROR_EXIT, check_writable
 
     try:
+        check_writable(args.tgt, fix="Pass a --tgt folder you can write to.", error=CheckpointError)
         params, cfg = import_hf(args.src, args.model_type, dtype=DTYPES[args.dtype])
         save_params(args.tgt, params, cfg, overwrite=args.overwrite)
     except (CheckpointError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ERROR_EXIT
     print(f"wrote {cfg.model_type} weights from {args.src} to {args.tgt}")
     print("model settings for the training config:\n")
     print(describe_model(cfg))

@@ -94,12 +94,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     from internevo_jax.checkpoint.errors import CheckpointError
     from internevo_jax.config import ConfigError
+    from internevo_jax.writable import ERROR_EXIT, check_writable
 
     try:
+        check_writable(args.tgt, fix="Pass a --tgt folder you can write to.", error=CheckpointError)
         written = internevo_to_checkpoint(args.src, args.tgt, args.config, weights_only=args.weights_only)
     except (CheckpointError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ERROR_EXIT
     print(f"wrote {written} from the InternEvo checkpoint {args.src}")
     return 0
 

@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     from internevo_jax.checkpoint.internevo_pt.convert import check_target, checkpoint_to_internevo
     from internevo_jax.checkpoint.internevo_pt.writer import TargetLayout
     from internevo_jax.config import ConfigError
+    from internevo_jax.writable import ERROR_EXIT, check_writable
 
     layout = TargetLayout(
         tensor=args.tensor,
@@ -55,10 +56,11 @@ def main(argv=None) -> int:
     )
     try:
         check_target(args.tgt)
+        check_writable(args.tgt, fix="Pass a --tgt folder you can write to.", error=CheckpointError)
         written = checkpoint_to_internevo(args.src, args.tgt, layout, args.config)
     except (CheckpointError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ERROR_EXIT
     print(f"wrote {len(written)} files to {args.tgt}")
     return 0
 

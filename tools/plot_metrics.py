@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from internevo_jax.monitor.plots import PlotError, load_runs, plot_runs  # noqa: E402
+from internevo_jax.writable import ERROR_EXIT  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
         paths = plot_runs(load_runs(args.run_dirs), out)
     except PlotError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ERROR_EXIT
     for path in paths:
         print(path)
     return 0

@@ -10,6 +10,8 @@ See docs/data.md.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ sys.path.insert(0, str(TOOLS_DIR.parent))  # run from a checkout without install
 from internevo_jax.data.errors import DataError  # noqa: E402
 from internevo_jax.data.tokenizer import TOKENIZER_FILENAME  # noqa: E402
 from internevo_jax.preprocess.tokenize import tokenize_file  # noqa: E402
+from internevo_jax.writable import ERROR_EXIT, check_writable  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,7 +48,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        check_writable(
+            os.path.dirname(args.bin_output_path),
+            fix="Pass a --bin_output_path in a folder you can write to.",
+            error=DataError,
+        )
         stats = tokenize_file(
             args.text_input_path,
             args.bin_output_path,
@@ -56,7 +65,7 @@ def main(argv=None) -> int:
         )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ERROR_EXIT
     print(
         f"Successfully converted {args.text_input_path} to {stats.bin_path} ({stats.samples} samples, {stats.tokens} tokens)"
     )

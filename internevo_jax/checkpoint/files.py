@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location
+from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location, S3Timeouts
 
 
 class LocalFiles:
@@ -46,10 +46,11 @@ class LocalFiles:
         return 1
 
 
-def files_for(location: Location):
-    """The file API (LocalFiles or S3Store) for a location."""
+def files_for(location: Location, timeouts: S3Timeouts | None = None):
+    """The file API (LocalFiles or S3Store) for a location; `timeouts` (the `ckpt.s3_*` keys, default
+    their defaults) bound the requests of an S3Store."""
     if isinstance(location, S3Location):
         from internevo_jax.checkpoint.s3 import S3Store
 
-        return S3Store(location.settings)
+        return S3Store(location.settings, timeouts or S3Timeouts.default())
     return LocalFiles()

@@ -145,14 +145,20 @@ class HFCopy:
 
 def _upload(files, local: str, target, step: int) -> None:
     """Replace `target` (S3) with the folder `local`, config.json last; nothing is left on failure."""
-    if retrying("checking the Hugging Face copy's destination", lambda: files.list_files(target), step):
-        retrying("clearing the Hugging Face copy's destination", lambda: files.delete_tree(target), step)
+    tries = files.attempts
+    if retrying(
+        "checking the Hugging Face copy's destination", lambda: files.list_files(target), step, tries
+    ):
+        retrying(
+            "clearing the Hugging Face copy's destination", lambda: files.delete_tree(target), step, tries
+        )
     try:
         for select in (lambda rel: rel != LAST_FILE, lambda rel: rel == LAST_FILE):
             retrying(
                 "uploading the Hugging Face copy",
                 lambda select=select: files.upload_tree(local, target, select=select),
                 step,
+                tries,
             )
     except BaseException:
         try:

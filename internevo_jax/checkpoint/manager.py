@@ -21,8 +21,9 @@ import time
 
 import orbax.checkpoint as ocp
 
-from internevo_jax.checkpoint import distributed, pruning, reading, staging, upload
+from internevo_jax.checkpoint import distributed, failures, pruning, reading, staging, upload
 from internevo_jax.checkpoint.content import optimizer_tree
+from internevo_jax.checkpoint.deadlines import DeadlineExceeded, Deadlines, logged_wait
 from internevo_jax.checkpoint.errors import CheckpointError, first_line, is_disk_full
 from internevo_jax.checkpoint.files import files_for
 from internevo_jax.checkpoint.hf_copy import HFCopy
@@ -46,11 +47,15 @@ from internevo_jax.checkpoint.policy import (
     snapshot_slot,
 )
 from internevo_jax.checkpoint.reading import Restored
-from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location, parse_location
+from internevo_jax.checkpoint.storage import (
+    LocalLocation,
+    Location,
+    S3Location,
+    S3Timeouts,
+    parse_location,
+)
 
 logger = logging.getLogger("internevo_jax")
-
-ASYNC_TIMEOUT_S = 7200  # orbax's limit for one background write; large models on slow disks need long
 
 
 class CheckpointManager:
@@ -66,12 +71,18 @@ class CheckpointManager:
         self.root: Location | None = (
             parse_location(ck.save_ckpt_folder, key="ckpt.save_ckpt_folder") if ck.save_ckpt_folder else None
         )
-        self.files = files_for(self.root) if self.root is not None else None
+        # how long S3 requests, saves, uploads and the processes' meetings may take (docs/checkpoint.md)
+        self.s3_timeouts = S3Timeouts.from_config(ck)
+        self.deadlines = Deadlines.from_config(ck)
+        self.files = files_for(self.root, self.s3_timeouts) if self.root is not None else None
         self.snapshot_root = self._snapshot_folder(ck.snapshot_ckpt_folder)
         self._config_json = json.loads(json.dumps(cfg.to_dict(), default=str))
         self._orbax: dict[str, ocp.CheckpointManager] = {}
         self._job: threading.Thread | None = None
         self._job_error: BaseException | None = None
+        self._job_step, self._job_started = -1, 0.0  # the in-flight save's step and time.monotonic()
+        self._job_phase = ""  # what the background save is doing, for a save that runs out of time
+        self._stuck = False  # a background save ran past ckpt.save_timeout_s and may still be running
         self._saved_steps: set[int] = set()
         self._failed_steps: set[int] = set()  # saves reported as not saved (storage unreachable)
         self._slot_steps: dict[str, int] | None = None  # newest complete step per snapshot slot
@@ -81,6 +92,7 @@ class CheckpointManager:
             else None
         )
         self._staging_shared = False  # set once the hosts are known to share the staging folder
+        self._quiet = failures.QuietOrbax()  # orbax's own tracebacks of a failed write are not shown
         # checked before the destination: a model without an HF class is refused at start
         self.hf_copy = HFCopy.from_config(cfg) if self.save_enabled else None
         if self.save_enabled:
@@ -114,7 +126,7 @@ class CheckpointManager:
     def _check_destination(self) -> None:
         if isinstance(self.root, S3Location):
             self.files.check_bucket(self.root)
-            staging.ensure_shared(self._stage_root, self.root)
+            staging.ensure_shared(self._stage_root, self.root, self.deadlines.agreement)
             self._staging_shared = True
             logger.info(
                 "checkpoints go to %s (endpoint %s), staged in %s",
@@ -123,20 +135,29 @@ class CheckpointManager:
                 self._stage_root,
             )
         else:
-            try:
-                os.makedirs(self.root.path, exist_ok=True)
-            except OSError as err:
-                raise CheckpointError(
-                    f"Cannot create the checkpoint folder {self.root.path}: {first_line(err)}. Set "
-                    f"ckpt.save_ckpt_folder to a writable folder."
-                ) from err
+            folders = [(self.root.path, "the checkpoint folder", "ckpt.save_ckpt_folder")]
+            if self.settings.snapshot_every and isinstance(self.snapshot_root, LocalLocation):
+                folders.append((self.snapshot_root.path, "the snapshot folder", "ckpt.snapshot_ckpt_folder"))
+            for path, what, key in folders:
+                try:
+                    os.makedirs(path, exist_ok=True)
+                except OSError as err:
+                    raise CheckpointError(
+                        f"Cannot create {what} {path}: {first_line(err)}. Set {key} to a writable folder."
+                    ) from err
+                failures.check_writable(
+                    path,
+                    what=what,
+                    fix=f"Set {key} to a writable folder with room for the checkpoints, or make this one "
+                    f"writable (e.g. mount it read-write), then start again.",
+                )
 
     def _orbax_for(self, slot: str) -> ocp.CheckpointManager:
         if slot not in self._orbax:
             options = ocp.CheckpointManagerOptions(
                 create=True,
                 enable_async_checkpointing=True,
-                async_options=ocp.AsyncOptions(timeout_secs=ASYNC_TIMEOUT_S),
+                async_options=ocp.AsyncOptions(timeout_secs=max(1, int(self.deadlines.save.seconds))),
             )
             self._orbax[slot] = ocp.CheckpointManager(self._orbax_dir(slot), options=options)
         return self._orbax[slot]
@@ -204,6 +225,7 @@ class CheckpointManager:
             config=ocp.args.JsonSave(self._config_json),
         )
         started = time.perf_counter()
+        self._quiet.install()
         try:
             mngr.save(step, args=args, force=True)
         except Exception as err:
@@ -225,6 +247,8 @@ class CheckpointManager:
             name=f"checkpoint-{step}",
             daemon=True,
         )
+        self._job_started, self._job_step = time.monotonic(), step
+        self._job_phase = "waiting for orbax to finish writing"
         self._job.start()
         if isinstance(self.root, S3Location) and not self.background_upload:
             self.wait()  # async_upload=False: the upload completes before training goes on
@@ -246,7 +270,7 @@ class CheckpointManager:
             )
         if distributed.is_primary():
             shutil.rmtree(staged, ignore_errors=True)
-        distributed.barrier(f"clear_{slot}_{step}")
+        distributed.barrier(f"clear_{slot}_{step}", self.deadlines.agreement)
         mngr.reload()
 
     def _finish_guarded(self, mngr, slot: str, step: int, started: float) -> None:
@@ -261,22 +285,26 @@ class CheckpointManager:
             mngr.check_for_errors()
         staged = os.path.join(mngr.directory, str(step))
         dest = self._slot_loc(slot).join(step)
+        save_deadline = self.deadlines.save
         if isinstance(self.root, S3Location):
-            if not upload.upload(self.files, self._stage_root, slot, step, staged, dest):
+            self._job_phase = f"uploading to {dest}"
+            if not upload.upload(self.files, self._stage_root, slot, step, staged, dest, self.deadlines):
                 self._failed_steps.add(step)
                 self._delete_staged(mngr, slot, step)  # the staged copy is of no further use
                 return
         else:
             if distributed.is_primary():
                 self.files.write_text(dest.join(MARKER), marker_text(step, slot, ITEMS))
-            distributed.barrier(f"committed_{slot}_{step}")
+            distributed.barrier(f"committed_{slot}_{step}", save_deadline)
         logger.info("checkpoint of step %d complete at %s (%.1fs)", step, dest, time.perf_counter() - started)
         if not slot and self.hf_copy is not None:
+            self._job_phase = "writing the Hugging Face copy"
             self._write_hf_copy(step, staged if isinstance(self.root, S3Location) else dest.path, dest)
+        self._job_phase = "deleting old checkpoints"
         if slot:
-            pruning.prune(self.files, self._slot_loc(slot), slot, 1, mngr)
+            pruning.prune(self.files, self._slot_loc(slot), slot, 1, mngr, save_deadline)
         elif self.keep_last_n:
-            pruning.prune(self.files, self._slot_loc(slot), slot, self.keep_last_n, mngr)
+            pruning.prune(self.files, self._slot_loc(slot), slot, self.keep_last_n, mngr, save_deadline)
         if isinstance(self.root, S3Location):
             self._delete_staged(mngr, slot, step)
 
@@ -288,17 +316,23 @@ class CheckpointManager:
             target = self.root.join(hf_copy_name(step))
             scratch = f"{self._stage_root.rstrip('/')}.hf"
             self.hf_copy.write(step, source, checkpoint, target, self.files, scratch)
-        distributed.barrier(f"hf_copy_{step}")
+        distributed.barrier(f"hf_copy_{step}", self.deadlines.save)
 
     def _delete_staged(self, mngr, slot: str, step: int) -> None:
         if distributed.is_primary():
             shutil.rmtree(os.path.join(mngr.directory, str(step)), ignore_errors=True)
-        distributed.barrier(f"unstaged_{step}")
+        distributed.barrier(f"unstaged_{step}", self.deadlines.save)
         if distributed.is_primary():  # every process has read the flags by now
             upload.clear_flags(self._stage_root, slot, step)
         mngr.reload()
 
     def _save_failed(self, err: BaseException, slot: str, step: int) -> CheckpointError:
+        """The one-paragraph error of a failed save of `step`, once what the save left is cleared away:
+        orbax's threads are stopped (none may keep the process from exiting) and its half-written
+        files removed."""
+        mngr = self._orbax.pop(slot, None)  # the next save of the slot starts a fresh one
+        if mngr is not None:
+            failures.abandon(mngr)
         if isinstance(err, CheckpointError):
             return err
         where = self._slot_loc(slot).join(step)
@@ -311,30 +345,55 @@ class CheckpointManager:
             if previous
             else "no complete checkpoint exists yet"
         )
+        removed, left = self._remove_partial(slot, step)
+        if left:
+            removed = f", its half-written files could not all be removed (delete {', '.join(left)})"
+        else:
+            removed = ", the half-written save was removed" if removed else ""
+        staged_in = f" (staged in {self._stage_root})" if isinstance(self.root, S3Location) else ""
         if is_disk_full(err):
-            self._remove_partial(slot, step)
-            staged_in = f" (staged in {self._stage_root})" if isinstance(self.root, S3Location) else ""
             return CheckpointError(
                 f"The disk is full (No space left on device) while saving the checkpoint of step {step} to "
-                f"{where}{staged_in}. The half-written save was removed and {kept}. "
+                f"{where}{staged_in}. It is not marked complete{removed}, and {kept}. "
                 f"Free space there, lower ckpt.keep_last_n, or point ckpt.save_ckpt_folder (or "
                 f"ckpt.async_upload_tmp_folder for S3) at a larger disk, then resume."
+            )
+        if failures.is_storage_failure(err):
+            return CheckpointError(
+                f"Saving the checkpoint of step {step} to {where}{staged_in} failed: "
+                f"{failures.storage_reason(err)}. It is "
+                f"not marked complete{removed}, and {kept}. Make the folder writable again (a file "
+                f"system mounted read-write, write permission for this user) or point "
+                f"ckpt.save_ckpt_folder (or ckpt.async_upload_tmp_folder for S3) at a writable folder, "
+                f"then resume."
             )
         return CheckpointError(
             f"Saving the checkpoint of step {step} to {where} failed: {first_line(err)}. "
             f"It is not marked complete; {kept}."
         )
 
-    def _remove_partial(self, slot: str, step: int) -> None:
+    def _remove_partial(self, slot: str, step: int) -> tuple[list[str], list[str]]:
+        """Remove orbax's half-written folders of `step` (process 0); returns (removed, left behind).
+
+        A step folder that has the marker is a complete checkpoint (the save failed after it, e.g.
+        writing the Hugging Face copy) and is kept.
+        """
         if not distributed.is_primary():
-            return
+            return [], []
         base = self._orbax_dir(slot)
         try:
-            for name in os.listdir(base):
-                if name == str(step) or name.startswith(f"{step}.orbax-checkpoint-tmp"):
-                    shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            names = os.listdir(base)
         except OSError:
-            pass
+            return [], []
+        removed, left = [], []
+        for name in names:
+            path = os.path.join(base, name)
+            if name == str(step) and os.path.exists(os.path.join(path, MARKER)):
+                continue
+            if name == str(step) or name.startswith(f"{step}.orbax-checkpoint-tmp"):
+                shutil.rmtree(path, ignore_errors=True)
+                (left if os.path.lexists(path) else removed).append(path)
+        return removed, left
 
     def check_background(self) -> None:
         """Raise the error of a background save that has finished and failed (nothing if none)."""
@@ -342,27 +401,60 @@ class CheckpointManager:
             self.wait()
 
     def wait(self) -> None:
-        """Block until the in-flight save is complete; raise its error if it failed."""
+        """Block until the in-flight save is complete, at most ckpt.save_timeout_s after it started;
+        raise its error if it failed."""
         job, self._job = self._job, None
         if job is not None:
-            job.join()
+            self._join(job)
         err, self._job_error = self._job_error, None
         if err is not None:
             raise err
 
+    def _join(self, job: threading.Thread) -> None:
+        deadline, step = self.deadlines.save, self._job_step
+        with logged_wait(
+            f"the save of step {step} to finish",
+            deadline,
+            level=logging.INFO,
+            progress=lambda: f"now {self._job_phase}",
+        ):
+            job.join(max(0.0, deadline.seconds - (time.monotonic() - self._job_started)))
+        if job.is_alive():
+            self._stuck = True
+            raise DeadlineExceeded(
+                f"The save of step {step} to {self.root} did not finish within {deadline}; it was "
+                f"still {self._job_phase}. The run stops instead of waiting longer. The checkpoint is "
+                f"not known to be complete: resume takes the newest one with a {MARKER} marker. Check "
+                f"the storage (disk, S3 endpoint) and raise {deadline.key} for large checkpoints or slow "
+                f"storage."
+            )
+
     def finalize(self) -> None:
         """Wait for the last save and close the orbax managers. Call in a `finally`."""
+        # read before the `try`: inside the handler below, exc_info() is the save's own error
+        propagating = sys.exc_info()[1]
         try:
             self.wait()
         except CheckpointError:
-            if sys.exc_info()[1] is None:
+            if propagating is None:
                 raise
             # An exception is already propagating out of training; report this one without hiding it.
             logger.exception("the last checkpoint save failed")
         finally:
-            for mngr in self._orbax.values():
-                mngr.close()
+            if not self._stuck:  # closing waits for orbax's writes, which a stuck save may never finish
+                for mngr in self._orbax.values():
+                    try:
+                        mngr.close()
+                    except Exception as err:  # the saves' own errors were reported by wait()
+                        logger.warning(
+                            "closing the checkpoint writer of %s: %s", mngr.directory, first_line(err)
+                        )
+                        failures.abandon(mngr)
+            else:  # release what waits for signals; writes blocked in the file system stay
+                for mngr in self._orbax.values():
+                    failures.abandon(mngr, timeout_s=5.0)
             self._orbax.clear()
+            self._quiet.remove()
 
     # -- reading --------------------------------------------------------------------------------
     def resume_point(self) -> CheckpointRef | None:
@@ -372,7 +464,7 @@ class CheckpointManager:
         found = self.scan()
         for loc in found.incomplete:
             logger.warning("ignoring the half-written checkpoint at %s (it has no %s marker)", loc, MARKER)
-        return reading.agreed_newest(found, self.root, self.snapshot_root)
+        return reading.agreed_newest(found, self.root, self.snapshot_root, self.deadlines.agreement)
 
     def read(self, source: Location, state, shardings, content: frozenset[str]) -> Restored:
         """Read the parts `content` selects from the checkpoint at `source` onto `shardings`."""
@@ -385,6 +477,8 @@ class CheckpointManager:
             run_dir=self.run_dir,
             shared_staging=self._staging_shared,
             current_cfg=self._config_json,
+            timeouts=self.s3_timeouts,
+            deadline=self.deadlines.agreement,
         )
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 
 from internevo_jax.checkpoint import distributed
+from internevo_jax.checkpoint.deadlines import Deadline
 from internevo_jax.checkpoint.layout import REGULAR, SNAPSHOT_SLOTS, hf_copy_name, scan_folder, scan_slot
 from internevo_jax.checkpoint.storage import Location
 
 logger = logging.getLogger("internevo_jax")
 
 
-def prune(files, folder: Location, slot: str, keep: int, mngr) -> None:
+def prune(files, folder: Location, slot: str, keep: int, mngr, deadline: Deadline) -> None:
     """Keep the newest `keep` complete checkpoints of `slot` (in `folder`); `mngr` is its orbax manager.
 
-    A regular checkpoint's Hugging Face copy (<step>_hf) goes with it.
+    A regular checkpoint's Hugging Face copy (<step>_hf) goes with it. The other processes wait for
+    process 0's deletions at most `deadline`.
     """
     refs = scan_folder(files, folder, slot).complete
     old = refs[:-keep] if len(refs) > keep else []
@@ -27,7 +29,7 @@ def prune(files, folder: Location, slot: str, keep: int, mngr) -> None:
             copy = folder.join(hf_copy_name(ref.step))
             if slot == REGULAR and files.delete_tree(copy):
                 logger.info("deleted the Hugging Face copy of step %d (%s)", ref.step, copy)
-    distributed.barrier(f"pruned_{slot}_{old[-1].step}")
+    distributed.barrier(f"pruned_{slot}_{old[-1].step}", deadline)
     mngr.reload()
 
 

@@ -13,6 +13,7 @@ import shutil
 from typing import Any
 
 from internevo_jax.checkpoint import distributed
+from internevo_jax.checkpoint.deadlines import Deadline
 from internevo_jax.checkpoint.errors import CheckpointError
 from internevo_jax.checkpoint.files import files_for
 from internevo_jax.checkpoint.layout import (
@@ -27,7 +28,7 @@ from internevo_jax.checkpoint.layout import (
 )
 from internevo_jax.checkpoint.restore import read_checkpoint
 from internevo_jax.checkpoint.staging import restore_folder
-from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location
+from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location, S3Timeouts
 
 logger = logging.getLogger("internevo_jax")
 
@@ -60,12 +61,16 @@ class Restored:
         )
 
 
-def agreed_newest(found: Scan, root: Location, snapshot_root: Location | None) -> CheckpointRef | None:
+def agreed_newest(
+    found: Scan, root: Location, snapshot_root: Location | None, deadline: Deadline
+) -> CheckpointRef | None:
     """Process 0's newest complete checkpoint, on every process (they must all restore the same one)."""
     newest = found.newest()
     slots = (REGULAR, *SNAPSHOT_SLOTS)
     step, slot_index = distributed.from_primary(
-        [newest.step if newest else -1, slots.index(newest.slot) if newest else 0]
+        [newest.step if newest else -1, slots.index(newest.slot) if newest else 0],
+        deadline,
+        what="process 0's choice of the checkpoint to resume from",
     )
     if step < 0:
         return None
@@ -73,9 +78,9 @@ def agreed_newest(found: Scan, root: Location, snapshot_root: Location | None) -
     return CheckpointRef(step, slot, slot_location(root, slot, snapshot_root).join(step))
 
 
-def resolve_load_path(location: Location) -> Location:
+def resolve_load_path(location: Location, timeouts: S3Timeouts | None = None) -> Location:
     """The checkpoint folder ckpt.load_ckpt_info.path names: itself, or the newest complete one inside."""
-    files = files_for(location)
+    files = files_for(location, timeouts)
     if isinstance(location, S3Location):
         files.check_bucket(location)
     if looks_like_checkpoint(files, location):
@@ -115,8 +120,13 @@ def read(
     run_dir: str,
     shared_staging: bool,
     current_cfg: dict | None,
+    timeouts: S3Timeouts | None = None,
+    deadline: Deadline,
 ) -> Restored:
-    """Read the parts `content` selects from the checkpoint at `source`, placed in `shardings`."""
+    """Read the parts `content` selects from the checkpoint at `source`, placed in `shardings`.
+
+    `timeouts` bound the S3 requests; the processes wait for each other's download at most `deadline`.
+    """
 
     def read_from(folder: str) -> Restored:
         items = read_checkpoint(
@@ -143,13 +153,13 @@ def read(
     needed |= {"context", "sampler", "config"}
     if downloader:
         shutil.rmtree(local, ignore_errors=True)
-        store = files_for(source)
+        store = files_for(source, timeouts)
         count = store.download_tree(source, local, select=lambda rel: rel.split("/", 1)[0] in needed)
         logger.info("downloaded %d files of %s to %s", count, source, local)
-    distributed.barrier(f"downloaded_{source.prefix}")
+    distributed.barrier(f"downloaded_{source.prefix}", deadline)
     try:
         return read_from(local)
     finally:
-        distributed.barrier(f"restored_{source.prefix}")
+        distributed.barrier(f"restored_{source.prefix}", deadline)
         if downloader:
             shutil.rmtree(local, ignore_errors=True)

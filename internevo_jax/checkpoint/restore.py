@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import orbax.checkpoint as ocp
 from etils import epath
@@ -16,6 +17,85 @@ from internevo_jax.checkpoint.content import (
     restores_context,
 )
 from internevo_jax.checkpoint.errors import CheckpointError, first_line
+from internevo_jax.checkpoint.failures import quiet_closed_loop_callbacks
+
+# TensorStore's error texts: the file or OCDBT key it failed on, and the parts never shown to a user
+# (the repr of the TensorStore object, the whole spec).
+_TS_DETAILS = re.compile(r"\s*See full TensorStore details:.*", re.S)
+_TS_SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\]", re.S)
+_OCDBT_KEY = re.compile(r'"([^"]+)" in OCDBT database at local file "([^"]+)"')
+_LOCAL_FILE = re.compile(r'local file "([^"]+)"')
+_NOT_FOUND = re.compile(r"File (\S+?) not found")
+_NO_METADATA = re.compile(r"Metadata file \(named (\S+)\) does not exist at (\S+?)\.?(?:\s|$)")
+
+
+def _relative(path: str, file: str) -> str:
+    rel = os.path.relpath(file, path) if os.path.isabs(file) else file
+    return rel.replace(os.sep, "/") + ("/" if file.endswith("/") and not rel.endswith("/") else "")
+
+
+def _clean(text: str, path: str) -> str:
+    """The first line of a TensorStore/orbax error without object reprs or specs, paths relative to `path`."""
+    text = _TS_SPEC.sub("", _TS_DETAILS.sub("", text))
+    text = text.split("[tensorstore_spec=", 1)[0].strip()
+    text = text.splitlines()[0].strip() if text else ""
+    text = text.replace(path.rstrip("/") + "/", "")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _damage(err: BaseException, path: str, item: str | None = None) -> tuple[str, str]:
+    """(what is damaged, why) for a failed read of the checkpoint folder `path`: the file relative to
+    `path` where the error names one, else the array and its item's folder, else the item."""
+    chain, seen = [], set()
+    e = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+    if item is not None and any(isinstance(x, json.JSONDecodeError) for x in chain):
+        bad = next(x for x in chain if isinstance(x, json.JSONDecodeError))
+        return f"the file {item}/_METADATA", f"not valid JSON: {first_line(bad)}"
+    texts = [str(x) for x in chain]
+    named = [t for t in texts if _OCDBT_KEY.search(t) or _LOCAL_FILE.search(t) or _NOT_FOUND.search(t)]
+    named += [t for t in texts if _NO_METADATA.search(t)]
+    plain = [t for t in reversed(texts) if len(_clean(t, path)) > 12]
+    text = named[0] if named else (plain[0] if plain else texts[0])
+    why = _clean(text, path) or type(chain[-1]).__name__
+    files = [f for f in _LOCAL_FILE.findall(text) if not f.endswith("/")]
+    if (m := _NOT_FOUND.search(text)) is not None:
+        files.append(m.group(1))
+    if (m := _NO_METADATA.search(text)) is not None:
+        files.append(os.path.join(m.group(2), m.group(1)))
+    if files:
+        return f"the file {_relative(path, files[-1])}", why
+    if (m := _OCDBT_KEY.search(text)) is not None:
+        array, folder = m.group(1).split("/", 1)[0], _relative(path, m.group(2))
+        return f"the array {array} stored under {folder} (a file there is missing or truncated)", why
+    if item is not None:
+        return f"its '{item}' item ({item}/)", why
+    return "one of its files", why
+
+
+def _damaged(shown: str, what: str, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"The checkpoint at {shown} is corrupt or unreadable: {what} cannot be read ({why}). Resume from "
+        f"an earlier checkpoint (ckpt.auto_resume=False and ckpt.load_ckpt_info.path set to an earlier "
+        f"<step> folder), or delete this checkpoint folder so that auto_resume falls back to the "
+        f"previous complete one."
+    )
+
+
+def _check_json_item(path: str, item: str, shown: str) -> None:
+    """The JsonSave item `item` (context, sampler) must be a whole JSON file: name it otherwise."""
+    file = os.path.join(path, item, "metadata")
+    try:
+        with open(file, encoding="utf-8") as f:
+            json.load(f)
+    except FileNotFoundError as err:
+        raise _damaged(shown, f"the file {item}/metadata", "it is missing") from err
+    except (OSError, ValueError) as err:
+        why = f"not valid JSON: {first_line(err)}" if isinstance(err, ValueError) else first_line(err)
+        raise _damaged(shown, f"the file {item}/metadata", why) from err
 
 
 def json_item(path: str, item: str) -> dict | None:
@@ -69,11 +149,8 @@ def _check_item(path: str, item: str, wanted_tree, shown: str, current_cfg: dict
         meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path) / item)
         saved = named_shapes(meta.tree)
     except Exception as err:  # orbax raises many types for unreadable metadata
-        raise CheckpointError(
-            f"The checkpoint at {shown} is corrupt or unreadable: its '{item}' item cannot be read "
-            f"({first_line(err)}). Load an older checkpoint, or delete this one so that auto_resume "
-            f"falls back to the previous complete one."
-        ) from err
+        what, why = _damage(err, path, item)
+        raise _damaged(shown, what, why) from err
     problem = first_mismatch(saved, named_shapes(wanted_tree))
     if problem:
         what = "model" if item == "model" else "optimizer state"
@@ -127,16 +204,15 @@ def read_checkpoint(
         targets["optimizer"] = ocp.args.StandardRestore(abstract_like(tree, optimizer_tree(shardings)))
     for item in ("context", "sampler"):
         if item in items:
+            _check_json_item(path, item, shown)
             targets[item] = ocp.args.JsonRestore()
 
+    quiet_closed_loop_callbacks()  # a failed read's late TensorStore callbacks are noise after its error
     try:
         restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
             epath.Path(path), ocp.args.Composite(**targets)
         )
     except Exception as err:  # tensorstore/orbax raise ValueError, RuntimeError, OSError, ...
-        raise CheckpointError(
-            f"The checkpoint at {shown} is corrupt or unreadable: restoring {sorted(targets)} failed with "
-            f"{first_line(err)}. Load an older checkpoint, or delete this one so that auto_resume falls "
-            f"back to the previous complete one."
-        ) from err
+        what, why = _damage(err, path)
+        raise _damaged(shown, what, why) from err
     return {k: restored[k] for k in targets}

@@ -7,11 +7,19 @@ async_upload does.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 
 from internevo_jax.checkpoint import distributed
+from internevo_jax.checkpoint.deadlines import Deadline
 from internevo_jax.checkpoint.errors import CheckpointError, first_line
+from internevo_jax.checkpoint.failures import check_writable
 from internevo_jax.checkpoint.storage import LocalLocation, Location, S3Location
+
+logger = logging.getLogger("internevo_jax")
+
+PROBE_NAME = ".shared_probe"
 
 
 def staging_base(tmp_folder: str | None, run_dir: str) -> str:
@@ -41,8 +49,39 @@ def restore_folder(source: S3Location, tmp_folder: str | None, run_dir: str, *, 
     )
 
 
-def ensure_shared(stage_root: str, root: S3Location) -> None:
-    """Create the staging folder and check every host sees it (orbax writes one folder from all processes)."""
+def remove_leftovers(stage_root: str) -> list[str]:
+    """Delete what an earlier run left in the staging folder; the names removed.
+
+    A run killed between a save and the deletion of its staged copy leaves the copy (a whole
+    checkpoint), orbax's temporary folders and the upload's flag files behind, and nothing else
+    ever removes them. At start-up nothing of this run is staged yet, and what a killed run staged
+    is of no use: its upload either completed (the bucket holds it) or never will (resume takes the
+    newest complete checkpoint in the bucket).
+    """
+    removed = []
+    if os.path.isdir(stage_root):
+        for name in sorted(os.listdir(stage_root)):
+            if name != PROBE_NAME:
+                path = os.path.join(stage_root, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+                removed.append(name)
+    for sibling in (".uploads", ".hf"):  # upload.flag's folder, the Hugging Face copy's scratch
+        path = stage_root.rstrip("/") + sibling
+        if os.path.isdir(path) and os.listdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(os.path.basename(path))
+    return removed
+
+
+def ensure_shared(stage_root: str, root: S3Location, deadline: Deadline) -> None:
+    """Create the staging folder, clear what an earlier run left there, and check every host sees it
+    (orbax writes one folder from all processes).
+
+    The processes wait for each other at most `deadline` (ckpt.agreement_timeout_s).
+    """
     try:
         os.makedirs(stage_root, exist_ok=True)
     except OSError as err:
@@ -50,23 +89,42 @@ def ensure_shared(stage_root: str, root: S3Location) -> None:
             f"Cannot create the staging folder {stage_root} for checkpoints bound for {root}: "
             f"{first_line(err)}. Set ckpt.async_upload_tmp_folder to a writable local folder."
         ) from err
+    check_writable(
+        stage_root,
+        what="the staging folder",
+        fix=f"Checkpoints bound for {root} are written there before the upload: set "
+        f"ckpt.async_upload_tmp_folder to a writable local folder with room for one checkpoint, then "
+        f"start again.",
+    )
+    if distributed.is_primary():
+        # before the processes meet below: none of them stages anything until then
+        removed = remove_leftovers(stage_root)
+        if removed:
+            logger.warning(
+                "removed what an earlier run left in the staging folder %s: %s (staged copies of "
+                "checkpoints of a run that stopped before deleting them)",
+                stage_root,
+                ", ".join(removed),
+            )
     import jax
 
     if jax.process_count() == 1:
         return
     token = int.from_bytes(os.urandom(3), "little")  # fits int32: JAX collectives run without x64
-    probe = os.path.join(stage_root, ".shared_probe")
+    probe = os.path.join(stage_root, PROBE_NAME)
     if distributed.is_primary():
         with open(probe, "w") as f:
             f.write(str(token))
-    token = distributed.from_primary([token])[0]
-    distributed.barrier("staging_probe")
+    token = distributed.from_primary([token], deadline, what="process 0's staging-folder probe")[0]
+    distributed.barrier("staging_probe", deadline)
     try:
         with open(probe) as f:
             ok = int(f.read().strip()) == token
     except (OSError, ValueError):
         ok = False
-    if distributed.agree_max([0 if ok else 1])[0]:
+    if distributed.agree_max(
+        [0 if ok else 1], deadline, what="the other processes to check the staging folder"
+    )[0]:
         raise CheckpointError(
             f"Saving to {root} from {jax.process_count()} processes needs a staging folder "
             f"that every host sees, but {stage_root} is not shared between hosts. Set "

@@ -69,6 +69,37 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class S3Timeouts:
+    """How long S3 requests wait, from the `ckpt.s3_*` keys (docs/checkpoint.md, "Deadlines").
+
+    connect_s: connecting, every request. read_s: the answer to a transfer request (upload,
+    download, marker, delete). probe_s: the answer to the start-up check of the bucket and to each
+    listing request, which are tried once. attempts: tries of each operation of a save and of each
+    downloaded file.
+    """
+
+    connect_s: float
+    read_s: float
+    probe_s: float
+    attempts: int
+
+    @classmethod
+    def from_config(cls, ck) -> S3Timeouts:
+        return cls(
+            connect_s=float(ck.s3_connect_timeout_s),
+            read_s=float(ck.s3_read_timeout_s),
+            probe_s=float(ck.s3_probe_timeout_s),
+            attempts=int(ck.s3_attempts),
+        )
+
+    @classmethod
+    def default(cls) -> S3Timeouts:
+        from internevo_jax.config.schema import CkptConfig
+
+        return cls.from_config(CkptConfig())
+
+
+@dataclass(frozen=True)
 class S3Location:
     """A key prefix in an S3 bucket."""
 

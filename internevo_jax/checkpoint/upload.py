@@ -1,7 +1,9 @@
-"""Uploading a staged checkpoint to S3: retried, and never fatal to training when the endpoint is unreachable.
+"""Uploading a staged checkpoint to S3: retried, bounded in time, and never fatal to training when the
+endpoint is unreachable.
 
 Each process uploads the files it wrote itself; the processes agree through flag files in the
-shared staging folder, so a failure on any of them leaves the checkpoint unmarked on all.
+shared staging folder, so a failure on any of them leaves the checkpoint unmarked on all. The whole
+upload has a deadline (`ckpt.upload_timeout_s`); past it the checkpoint is reported as not saved.
 """
 
 from __future__ import annotations
@@ -12,32 +14,42 @@ import os
 import time
 
 from internevo_jax.checkpoint import distributed
+from internevo_jax.checkpoint.deadlines import Countdown, Deadlines, StorageOutOfTime
 from internevo_jax.checkpoint.errors import StorageUnreachable
 from internevo_jax.checkpoint.layout import ITEMS, MARKER, marker_text
 from internevo_jax.checkpoint.storage import S3Location
 
 logger = logging.getLogger("internevo_jax")
 
-# S3 transfers of a save: attempts per operation, and the pause before the first retry (doubled after each).
-UPLOAD_ATTEMPTS = 3
+# The pause before the first retry of an S3 operation of a save (doubled after each).
 UPLOAD_BACKOFF_S = 2.0
 
 
-def retrying(what: str, fn, step: int):
-    """fn(), retried UPLOAD_ATTEMPTS times with doubling pauses while the endpoint is unreachable."""
+def retrying(what: str, fn, step: int, attempts: int, until: Countdown | None = None):
+    """fn(), tried `attempts` times (ckpt.s3_attempts) with doubling pauses while the endpoint is
+    unreachable. With `until` (the upload's deadline) no try starts past it: when the pause before
+    the next try would end after it, the upload gives up at once."""
     delay = UPLOAD_BACKOFF_S
-    for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+    for attempt in range(1, attempts + 1):
         try:
             return fn()
+        except StorageOutOfTime:
+            raise
         except StorageUnreachable as err:
-            if attempt == UPLOAD_ATTEMPTS:
+            if attempt < attempts and until is not None and until.left() <= delay:
+                raise StorageOutOfTime(
+                    f"{err} No further try: the upload did not finish within {until.deadline}; raise "
+                    f"{until.deadline.key} for large checkpoints or slow links."
+                ) from err
+            if attempt == attempts:
                 raise
             logger.warning(
-                "%s for the checkpoint of step %d failed (attempt %d of %d): %s Retrying in %.1fs.",
+                "%s for the checkpoint of step %d failed (attempt %d of %d, ckpt.s3_attempts): %s "
+                "Retrying in %.1fs.",
                 what,
                 step,
                 attempt,
-                UPLOAD_ATTEMPTS,
+                attempts,
                 err,
                 delay,
             )
@@ -74,39 +86,50 @@ def clear_flags(stage_root: str, slot: str, step: int) -> None:
             os.remove(flag(stage_root, slot, step, name))
 
 
-def upload(files, stage_root: str, slot: str, step: int, staged: str, dest: S3Location) -> bool:
+def upload(
+    files, stage_root: str, slot: str, step: int, staged: str, dest: S3Location, deadlines: Deadlines
+) -> bool:
     """Clear the destination, upload every process's files, write the marker; False = not saved.
 
-    An unreachable endpoint is retried (UPLOAD_ATTEMPTS per operation); if it stays unreachable
-    the checkpoint is reported as not saved (no marker) and training goes on: the next scheduled
-    save tries again.
+    An unreachable endpoint is retried (ckpt.s3_attempts per operation); if it stays unreachable,
+    or the upload runs past ckpt.upload_timeout_s, the checkpoint is reported as not saved (no
+    marker) and training goes on: the next scheduled save tries again. The processes meet between
+    the phases at most ckpt.save_timeout_s.
     """
     import jax
 
     me, count = jax.process_index(), jax.process_count()
+    until = deadlines.upload.start()
+    attempts = files.attempts
     failure = None
     if distributed.is_primary():
         try:
-            stale = retrying("checking the destination", lambda: files.list_files(dest), step)
+            stale = retrying(
+                "checking the destination", lambda: files.list_files(dest), step, attempts, until
+            )
             if stale:
                 logger.warning("a half-written or older checkpoint exists at %s: replacing it", dest)
-                retrying("clearing the destination", lambda: files.delete_tree(dest), step)
+                retrying("clearing the destination", lambda: files.delete_tree(dest), step, attempts, until)
             open(flag(stage_root, slot, step, "cleared"), "w").close()
         except StorageUnreachable as err:
             failure = err
-    distributed.barrier(f"cleared_{slot}_{step}")
+    distributed.barrier(f"cleared_{slot}_{step}", deadlines.save)
     if os.path.exists(flag(stage_root, slot, step, "cleared")):
         try:
             uploaded = retrying(
                 "uploading",
-                lambda: files.upload_tree(staged, dest, select=lambda rel: file_owner(rel) == me),
+                lambda: files.upload_tree(
+                    staged, dest, select=lambda rel: file_owner(rel) == me, until=until
+                ),
                 step,
+                attempts,
+                until,
             )
             logger.debug("process %d uploaded %d files of step %d", me, uploaded, step)
             open(flag(stage_root, slot, step, f"p{me}"), "w").close()
         except StorageUnreachable as err:
             failure = err
-    distributed.barrier(f"uploaded_{slot}_{step}")
+    distributed.barrier(f"uploaded_{slot}_{step}", deadlines.save)
     if distributed.is_primary() and all(
         os.path.exists(flag(stage_root, slot, step, f"p{i}")) for i in range(count)
     ):
@@ -115,11 +138,13 @@ def upload(files, stage_root: str, slot: str, step: int, staged: str, dest: S3Lo
                 "writing the commit marker",
                 lambda: files.write_text(dest.join(MARKER), marker_text(step, slot, ITEMS)),
                 step,
+                attempts,
+                until,
             )
             open(flag(stage_root, slot, step, "committed"), "w").close()
         except StorageUnreachable as err:
             failure = err
-    distributed.barrier(f"committed_{slot}_{step}")
+    distributed.barrier(f"committed_{slot}_{step}", deadlines.save)
     committed = os.path.exists(flag(stage_root, slot, step, "committed"))
     if not committed and (failure is not None or distributed.is_primary()):
         logger.error(

@@ -28,6 +28,13 @@ EXTENSION_KEYS = frozenset(
         "loss.ce_chunk_size",
         "adam.exclude_norm_and_bias_from_decay",
         "ckpt.keep_last_n",
+        "ckpt.s3_connect_timeout_s",
+        "ckpt.s3_read_timeout_s",
+        "ckpt.s3_probe_timeout_s",
+        "ckpt.s3_attempts",
+        "ckpt.upload_timeout_s",
+        "ckpt.save_timeout_s",
+        "ckpt.agreement_timeout_s",
         "monitor.profiler",
         "monitor.profiler.skip_steps",
         "monitor.profiler.active_steps",
@@ -486,6 +493,30 @@ KEY_DOCS: dict[str, str] = {
     "ckpt.keep_last_n": "Keep only the newest N regular checkpoints; None keeps all.",
     "ckpt.enable_internevo2hf_ckpt": (
         "Write a Hugging Face copy `<save_ckpt_folder>/<step>_hf` of every regular checkpoint."
+    ),
+    "ckpt.s3_connect_timeout_s": "Seconds each S3 request waits to connect to the endpoint.",
+    "ckpt.s3_read_timeout_s": (
+        "Seconds each S3 transfer request (upload, download, marker, delete) waits for the endpoint's answer."
+    ),
+    "ckpt.s3_probe_timeout_s": (
+        "Seconds the start-up check of the bucket and each listing request wait for the endpoint's "
+        "answer; they are tried once, so a silent endpoint stops the start in about this long."
+    ),
+    "ckpt.s3_attempts": (
+        "Tries of each S3 operation of a save (listing, upload, marker) and of each downloaded file, "
+        "with pauses of 2 s, 4 s, ... between them."
+    ),
+    "ckpt.upload_timeout_s": (
+        "Seconds a save's whole S3 upload may take; past it the checkpoint is reported as not saved "
+        "and training goes on."
+    ),
+    "ckpt.save_timeout_s": (
+        "Seconds a save's background work (writing, upload, marker, Hugging Face copy, pruning) may "
+        "take before the next save or the end of training stops the run with an error."
+    ),
+    "ckpt.agreement_timeout_s": (
+        "Seconds a process waits for the others where all must meet (the per-step stop/signal "
+        "agreement, start-up checks, restores); past it the run stops naming the missing processes."
     ),
     # ---- grad_scaler -------------------------------------------------------------------------
     "grad_scaler": "The dynamic loss scale of fp16 and bf16 training (docs/training.md).",

@@ -14,7 +14,7 @@ from .base_configs import run_config_file
 from .compat import infinite_to_none, no_effect_keys, normalize_parallel, present_keys, refuse_foreign_models
 from .errors import ConfigError, unknown_key_error
 from .overrides import apply_overrides
-from .resolve import resolve, stacked_checkpoint_note
+from .resolve import num_chunks_note, resolve, stacked_checkpoint_note
 from .schema import DEFAULT_JOB_NAME, EXTRA_KEYS, OPTIONAL_SECTIONS, SCALARS, SECTIONS, Config
 from .typecheck import build_section, coerce
 from .validate import validate
@@ -163,9 +163,9 @@ def _build(
     )
     resolved = resolve(cfg, source)
     validate(resolved, source)
-    note = stacked_checkpoint_note(cfg, resolved)
-    if note:
-        log(f"{source}: {note}")
+    for note in (stacked_checkpoint_note(cfg, resolved), num_chunks_note(resolved)):
+        if note:
+            log(f"{source}: {note}")
     cfg = resolved
     ignored = no_effect_keys(present)
     if ignored:

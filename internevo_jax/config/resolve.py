@@ -91,6 +91,17 @@ def stacked_checkpoint_note(given: Config, resolved: Config) -> str | None:
     )
 
 
+def num_chunks_note(cfg: Config) -> str | None:
+    """The log line for model.num_chunks > 1 without a pipeline (it has no effect then), else None."""
+    if cfg.model.num_chunks <= 1 or cfg.parallel.pipeline.size != 1:
+        return None
+    return (
+        f"model.num_chunks={cfg.model.num_chunks} has no effect with parallel.pipeline.size=1: chunks "
+        "interleave the stages of a pipeline, and without one the layers run in order as one model. "
+        "Set parallel.pipeline.size to 2 or more for the interleaved schedule, or remove the key."
+    )
+
+
 def resolve(cfg: Config, source: str) -> Config:
     """Return ``cfg`` with every derived field filled (packed_length, kv heads, schedules, ...)."""
     data, model = cfg.data, cfg.model

@@ -254,6 +254,14 @@ class CkptConfig:
     keep_last_n: int | None = None  # extension: keep only the newest N checkpoints
     # True: a Hugging Face copy <save_ckpt_folder>/<step>_hf of every regular checkpoint (checkpoint/hf_copy.py)
     enable_internevo2hf_ckpt: bool = False
+    # Extensions: the deadlines of S3 requests, saves and the processes' agreements (docs/checkpoint.md)
+    s3_connect_timeout_s: float = 3.0  # connecting to the S3 endpoint, each request
+    s3_read_timeout_s: float = 30.0  # the answer to one S3 transfer request
+    s3_probe_timeout_s: float = 10.0  # the start-up check of the bucket and each listing request
+    s3_attempts: int = 3  # tries of each S3 operation of a save or a download
+    upload_timeout_s: float = 3600.0  # a save's whole S3 upload; past it the checkpoint is not saved
+    save_timeout_s: float = 7200.0  # a save's background work: writing, upload, marker, HF copy, pruning
+    agreement_timeout_s: float = 3600.0  # waiting for the other processes at a meeting point
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,25 @@ def _check_ckpt(cfg: Config, c: _Checker) -> None:
         c.non_negative(k.oss_snapshot_freq, "ckpt.oss_snapshot_freq")
     if k.keep_last_n is not None:
         c.positive(k.keep_last_n, "ckpt.keep_last_n")
+    for key in (
+        "s3_connect_timeout_s",
+        "s3_read_timeout_s",
+        "s3_probe_timeout_s",
+        "upload_timeout_s",
+        "save_timeout_s",
+        "agreement_timeout_s",
+    ):
+        value = getattr(k, key)
+        c.require(
+            math.isfinite(value) and value > 0,
+            f"ckpt.{key}",
+            f"must be a finite number of seconds greater than 0 (the longest wait it sets), got {value!r}.",
+        )
+    c.require(
+        k.s3_attempts >= 1,
+        "ckpt.s3_attempts",
+        f"must be 1 or more (tries of each S3 operation), got {k.s3_attempts!r}.",
+    )
     info = k.load_ckpt_info
     if info is not None:
         c.require(bool(info.path), "ckpt.load_ckpt_info.path", "must name the checkpoint folder to load.")

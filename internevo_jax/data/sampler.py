@@ -250,6 +250,11 @@ class BatchSchedule:
         }
 
 
+# Stands for the checkpoint's folder in the message of changed_settings; the caller that knows the
+# folder puts it in (trainer/startup.py).
+CHECKPOINT_FOLDER = "<the checkpoint folder>"
+
+
 def changed_settings(saved: dict, mine: dict, *, what: str, strict: bool, restart: str) -> dict:
     """Compare a saved loader state with this loader's fingerprint; returns {key: (saved, now)}.
 
@@ -260,7 +265,10 @@ def changed_settings(saved: dict, mine: dict, *, what: str, strict: bool, restar
         diff = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
         raise DataError(
             f"The checkpoint's {what} was saved under other data settings ({diff}), so its step no longer "
-            f"names the same batches. Restore with the original data settings, or restore the loader with "
-            f"strict=False to continue at step {saved['step']} of the new {restart}."
+            f"names the same batches. Restore with the original data settings, or load the checkpoint "
+            f"without its data position to continue at step {saved['step']} of the new {restart}: on the "
+            f"command line --set ckpt.auto_resume=False --set ckpt.load_ckpt_info.path={CHECKPOINT_FOLDER} "
+            f"--set \"ckpt.load_ckpt_info.content=('model', 'optimizer', 'scheduler')\" (in code, restore "
+            f"the loader with strict=False)."
         )
     return changed

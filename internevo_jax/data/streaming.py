@@ -33,7 +33,7 @@ from internevo_jax.data.errors import DataError
 from internevo_jax.data.packing import PACK_KEYS, fill_pack
 from internevo_jax.data.sampler import BatchSkipper, changed_settings, parse_rampup
 from internevo_jax.data.textsource import DEFAULT_TEXT_FIELD, open_text_files
-from internevo_jax.data.tokenizer import Tokenizer, sentencepiece_path
+from internevo_jax.data.tokenizer import Tokenizer, sentencepiece_path, vocab_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -459,10 +459,11 @@ def build_streaming_loader(
     field = DEFAULT_TEXT_FIELD
     files = open_text_files(data.train_folder, field=field, subset_name=data.subset_name)
     tokenizer = Tokenizer(_tokenizer_file(data.tokenizer_path, kind))
-    if tokenizer.vocab_size > vocab_size:
+    problem = vocab_mismatch(tokenizer.vocab_size, vocab_size)
+    if problem:
         raise DataError(
-            f"The tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size is "
-            f"{vocab_size}: set model.vocab_size to at least the tokenizer's size."
+            f"The tokenizer {tokenizer.path} {problem}. Set model.vocab_size to at least the tokenizer's "
+            "size, or data.tokenizer_path to the tokenizer the model was made for."
         )
     summary = {"type": kind, "files": len(files), "tokenizer": tokenizer.path, "field": field}
     logger.info("%s train data: %d files from %s, field %r", kind, len(files), data.train_folder, field)

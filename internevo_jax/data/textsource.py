@@ -17,7 +17,9 @@ Two InternEvo readers give a `.jsonl` line different meanings, and both are kept
 `TextReader(path)` streams the texts of one txt / json / jsonl file in order (WHOLE by default), for
 the offline tokenizer: lines split like Python's text mode (universal newlines: "\\r\\n" and "\\r" end
 lines too and become "\\n"), a `.json` list is parsed incrementally (never read whole), and a line
-that is not UTF-8 is an error naming it (or, with errors="skip", skipped and counted).
+that is not UTF-8 is an error naming it (or, with errors="skip", skipped and counted). Under WHOLE a
+`.jsonl` line that is not JSON is still the text (as in InternEvo), but once the file is read one
+warning names the file, how many such lines it has and the first of them.
 
 `open_text_files(path, field=..., subset_name=...)` gives the ordered record files of a streaming
 `train_folder` (FIELD); each yields its records from a position (`scan(pos)`), so a reader can stop
@@ -43,6 +45,7 @@ from __future__ import annotations
 import codecs
 import enum
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -50,6 +53,7 @@ from pathlib import Path
 
 from internevo_jax.data.errors import DataError
 
+logger = logging.getLogger(__name__)
 DEFAULT_TEXT_FIELD = "text"  # InternEvo's streaming dataset reads sample["text"] (its content_name)
 FORMATS = ("txt", "json", "jsonl")  # what TextReader reads, by file extension
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")  # what open_text_files reads
@@ -125,7 +129,9 @@ class TextReader:
     """Streams the texts of a txt / json / jsonl file (see the module docstring).
 
     `mode` says what a json / jsonl record's text is (WHOLE: InternEvo's tools/tokenizer.py).
-    Tracks `bytes_read` of `total_bytes` for progress and `skipped` bad lines (errors="skip").
+    Tracks `bytes_read` of `total_bytes` for progress, `skipped` bad lines (errors="skip") and,
+    for a `.jsonl` file read WHOLE, `not_json` non-blank lines that are not JSON (`first_not_json`:
+    the first one's line number).
     """
 
     chunk_size = 1 << 20  # bytes read at a time from a .json input
@@ -156,6 +162,8 @@ class TextReader:
         self.total_bytes = os.path.getsize(self.path)
         self.bytes_read = 0
         self.skipped = 0
+        self.not_json = 0
+        self.first_not_json: int | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self._json() if self.fmt == "json" else self._lines()
@@ -169,7 +177,29 @@ class TextReader:
             f"`iconv -f <encoding> -t utf-8`), or pass --errors skip to drop such lines and count them."
         )
 
+    def _check_json(self, text: str, lineno: int) -> None:
+        if not text.strip():
+            return
+        try:
+            json.loads(text)
+        except ValueError:
+            self.not_json += 1
+            if self.first_not_json is None:
+                self.first_not_json = lineno
+
+    def _warn_not_json(self) -> None:
+        if self.not_json:
+            lines = "1 line is" if self.not_json == 1 else f"{self.not_json} lines are"
+            logger.warning(
+                "%s: %s not JSON (the first: line %d); each .jsonl line is tokenized as raw text, so "
+                "these were too (as in InternEvo). Fix them if the file should hold one JSON record per line.",
+                self.path,
+                lines,
+                self.first_not_json,
+            )
+
     def _lines(self) -> Iterator[str]:
+        check_json = self.fmt == "jsonl" and self.mode is RecordText.WHOLE
         with open(self.path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
                 self.bytes_read += len(raw)
@@ -184,9 +214,12 @@ class TextReader:
                         if part:
                             yield part
                     elif is_record_line(part, self.mode):
+                        if check_json:
+                            self._check_json(part, lineno)
                         yield jsonl_text(
                             part, self.mode, self.field, lambda n=lineno: f"{self.path}, line {n}"
                         )
+        self._warn_not_json()
 
     def _json(self) -> Iterator[str]:
         decoder = json.JSONDecoder()

@@ -30,6 +30,27 @@ def sentencepiece_path(path: str | os.PathLike) -> str | None:
     return os.path.join(path, models[0]) if len(models) == 1 else None
 
 
+def vocab_mismatch(pieces: int, vocab_size: int, *, exact: bool = False) -> str | None:
+    """How a tokenizer of `pieces` pieces fails to fit a model of `vocab_size` token ids, as the end
+    of a sentence that starts with the tokenizer's name; None when it fits.
+
+    More pieces than ids never fit: the tokenizer's larger ids fall outside the embedding table.
+    With `exact`, fewer pieces do not fit either (most likely another model's tokenizer; a
+    vocabulary padded on purpose is the exception a caller may allow).
+    """
+    if pieces > vocab_size:
+        return (
+            f"has {pieces} pieces but model.vocab_size is {vocab_size}: its ids {vocab_size}..{pieces - 1} "
+            "fall outside the model's embedding table"
+        )
+    if exact and pieces < vocab_size:
+        return (
+            f"has {pieces} pieces but model.vocab_size is {vocab_size}: it is most likely not the "
+            "tokenizer the model was trained with"
+        )
+    return None
+
+
 class Tokenizer:
     """A sentencepiece model that encodes a text as `[bos] + ids + [eos]`."""
 

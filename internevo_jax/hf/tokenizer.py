@@ -15,17 +15,35 @@ def _piece(sp, index: int) -> str | None:
     return sp.id_to_piece(index) if 0 <= index < sp.get_piece_size() else None
 
 
-def special_tokens(tokenizer_path: str) -> dict:
-    """The bos/eos/unk/pad pieces and ids of a sentencepiece model."""
+def _missing(tokenizer_path: str) -> CheckpointError:
+    return CheckpointError(
+        f"--tokenizer {tokenizer_path} does not exist. Pass the sentencepiece .model file "
+        "(e.g. tokenizer_internlm2.model)."
+    )
+
+
+def _load(tokenizer_path: str):
     import sentencepiece as spm
 
     try:
-        sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
+        return spm.SentencePieceProcessor(model_file=tokenizer_path)
     except (OSError, RuntimeError) as err:
         raise CheckpointError(
             f"{tokenizer_path} cannot be read as a sentencepiece model ({err}). Pass the "
             ".model file of the tokenizer the model was trained with."
         ) from err
+
+
+def piece_count(tokenizer_path: str) -> int:
+    """The number of pieces (token ids) of a sentencepiece model."""
+    if not os.path.isfile(tokenizer_path):
+        raise _missing(tokenizer_path)
+    return _load(tokenizer_path).get_piece_size()
+
+
+def special_tokens(tokenizer_path: str) -> dict:
+    """The bos/eos/unk/pad pieces and ids of a sentencepiece model."""
+    sp = _load(tokenizer_path)
     out = {}
     for role, index in (
         ("bos", sp.bos_id()),
@@ -58,10 +76,7 @@ def write_tokenizer(tokenizer_path: str, folder: str, mapping: HFMapping) -> dic
     Returns {bos_token_id, eos_token_id, pad_token_id} for config.json.
     """
     if not os.path.isfile(tokenizer_path):
-        raise CheckpointError(
-            f"--tokenizer {tokenizer_path} does not exist. Pass the sentencepiece .model file "
-            "(e.g. tokenizer_internlm2.model)."
-        )
+        raise _missing(tokenizer_path)
     tokens = special_tokens(tokenizer_path)
     shutil.copyfile(tokenizer_path, os.path.join(folder, "tokenizer.model"))
     names = {f"{role}_token": piece for role, (piece, _) in tokens.items()}

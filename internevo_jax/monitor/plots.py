@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 
 from internevo_jax.monitor.record import TGS_KEY
+from internevo_jax.writable import check_writable
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -215,15 +216,7 @@ def validation_figure(runs: list[RunMetrics]):
 
 
 def _prepare_out(out_dir: str) -> None:
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, f".plot_metrics_probe.{os.getpid()}")
-        open(probe, "w", encoding="utf-8").close()  # noqa: SIM115 - an empty file, closed at once
-        os.remove(probe)
-    except OSError as e:
-        raise PlotError(
-            f"cannot write to {out_dir}: {e.strerror or e}. Pass --out with a folder you can write to."
-        ) from None
+    check_writable(out_dir, fix="Pass --out with a folder you can write to.", error=PlotError, create=True)
 
 
 def plot_runs(runs: list[RunMetrics], out_dir: str | os.PathLike) -> list[str]:

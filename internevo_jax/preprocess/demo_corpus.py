@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -30,6 +31,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from internevo_jax.data.errors import DataError
 from internevo_jax.preprocess.tokenize import tokenize_texts
 
 TYPES = ("code", "en")
@@ -47,6 +49,20 @@ _SKIP_DIRS = {
     "turtledemo",
 }
 _FORMAT_VERSION = 1
+# A trained tokenizer holds unk, bos, eos and the 256 byte pieces (byte_fallback), plus one piece per
+# distinct character of the texts, before any merge.
+FIXED_PIECES = 3 + 256
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+
+
+def _too_small(vocab_size: int, needed: int | None) -> DataError:
+    least = f"at least {needed}" if needed else f"more than {FIXED_PIECES}"
+    fix = f"--vocab_size {needed} or more" if needed else "a larger --vocab_size"
+    return DataError(
+        f"vocab_size={vocab_size} is too small for the demo tokenizer: it needs {least} pieces (unk, bos, "
+        f"eos, the 256 byte pieces and one per distinct character of the texts). Pass {fix} (the "
+        "default, 2000, suits the demo)."
+    )
 
 
 def stdlib_files() -> list[Path]:
@@ -125,28 +141,39 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> bytes:
     """A sentencepiece BPE model (serialised) with InternLM's special ids, trained on the lines of `texts`."""
     import sentencepiece as spm
 
+    if vocab_size <= FIXED_PIECES:
+        raise _too_small(vocab_size, None)
     lines = [ln for t in texts for ln in t.split("\n") if ln.strip()]
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=vocab_size,
-        byte_fallback=True,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        character_coverage=1.0,
-        normalization_rule_name="identity",  # keep code's spacing as is
-        remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True,
-        split_digits=True,
-        shuffle_input_sentence=False,
-        hard_vocab_limit=False,
-        num_threads=2,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=model,
+            model_type="bpe",
+            vocab_size=vocab_size,
+            byte_fallback=True,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=-1,
+            character_coverage=1.0,
+            normalization_rule_name="identity",  # keep code's spacing as is
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            split_digits=True,
+            shuffle_input_sentence=False,
+            hard_vocab_limit=False,
+            num_threads=2,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        m = _TOO_SMALL.search(str(e))
+        if m:
+            raise _too_small(vocab_size, int(m.group(2))) from None
+        raise DataError(
+            f"sentencepiece could not train a {vocab_size}-piece tokenizer on the demo texts ({e}). Try the "
+            "default --vocab_size 2000, or pass --tokenizer_path with a trained model."
+        ) from None
     return model.getvalue()
 
 
@@ -168,6 +195,8 @@ def build_demo_corpus(
     max_text_bytes caps the raw text (half code, half prose). tokenizer_path: use this sentencepiece
     model instead of training one (it is copied to out_dir/tokenizer.model).
     """
+    if not tokenizer_path and vocab_size <= FIXED_PIECES:
+        raise _too_small(vocab_size, None)  # before anything in out_dir is touched
     out = Path(out_dir)
     params = {
         "format": _FORMAT_VERSION,

@@ -31,7 +31,9 @@ class Checkpointing(Callback):
         self.manager = build_checkpoint_manager(cfg, run_dir)
         # Without saving a signal keeps its usual effect: there would be nothing to save before exiting.
         self.run_control = RunControl(
-            cfg.ckpt.stop_file_path, catch_signals=install_signal_handlers and self.manager.save_enabled
+            cfg.ckpt.stop_file_path,
+            catch_signals=install_signal_handlers and self.manager.save_enabled,
+            agreement=self.manager.deadlines.agreement,
         )
         self._polled: tuple[int, Poll] | None = None  # (step, answer) of the last poll, used once
 

@@ -23,6 +23,8 @@ from internevo_jax.checkpoint.content import restores_context, with_schedule_fro
 from internevo_jax.checkpoint.internevo_pt import is_internevo_folder, read_internevo
 from internevo_jax.checkpoint.reading import resolve_load_path
 from internevo_jax.checkpoint.storage import LocalLocation, Location
+from internevo_jax.data import DataError
+from internevo_jax.data.sampler import CHECKPOINT_FOLDER
 from internevo_jax.hf import load_hf_into
 
 logger = logging.getLogger("internevo_jax")
@@ -75,7 +77,7 @@ def choose_source(cfg, manager: CheckpointManager) -> Source | None:
                 "loading %s from the InternEvo checkpoint %s", ", ".join(sorted(content)), location.path
             )
             return Source(content, internevo_path=location.path)
-        source = Source(content, location=resolve_load_path(location))
+        source = Source(content, location=resolve_load_path(location, manager.s3_timeouts))
         logger.info("loading %s from %s", ", ".join(sorted(content)), source.location)
     return source
 
@@ -91,9 +93,19 @@ def load_at_start(cfg, manager: CheckpointManager, state, shardings, ctx, loader
     if source.internevo_path is not None:
         dp_size = loader.state().get("dp_size") if loader is not None else None
         restored = read_internevo(source.internevo_path, cfg, state, shardings, source.content, dp_size)
-        return apply_restored(restored, state, ctx, loader)
+        return _apply_from(source.internevo_path, restored, state, ctx, loader)
     restored = manager.read(source.location, state, shardings, source.content)
-    return apply_restored(restored, state, ctx, loader)
+    return _apply_from(str(source.location), restored, state, ctx, loader)
+
+
+def _apply_from(folder: str, restored: Restored, state, ctx, loader):
+    """apply_restored; a refused data position names `folder` in the command that loads without it."""
+    try:
+        return apply_restored(restored, state, ctx, loader)
+    except DataError as err:
+        if CHECKPOINT_FOLDER not in str(err):
+            raise
+        raise DataError(str(err).replace(CHECKPOINT_FOLDER, folder)) from None
 
 
 def apply_restored(restored: Restored, state, ctx, loader):

@@ -15,8 +15,11 @@ SCRIPT = textwrap.dedent(
     import jax
     jax.distributed.initialize(f"127.0.0.1:{sys.argv[1]}", num_processes=2, process_id=int(sys.argv[2]))
     from internevo_jax.checkpoint import distributed
+    from internevo_jax.checkpoint.deadlines import Deadline
     rank = jax.process_index()
-    out = [distributed.agree_max([rank * (r + 1), 10 - rank, r]) for r in range(4)]
+    limit = Deadline(60, "ckpt.agreement_timeout_s")
+    out = [distributed.agree_max([rank * (r + 1), 10 - rank, r], limit) for r in range(4)]
+    print("PRIMARY", distributed.from_primary([7 + rank, rank], limit), flush=True)
     print("RESULT", out, flush=True)
     """
 )
@@ -41,3 +44,4 @@ def test_agree_max_over_two_processes(tmp_path):
     expected = str([[r + 1, 10, r] for r in range(4)])
     for text in outputs:
         assert f"RESULT {expected}" in text, text[-2000:]
+        assert "PRIMARY [7, 0]" in text, text[-2000:]

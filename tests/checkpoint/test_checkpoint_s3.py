@@ -120,6 +120,35 @@ def test_half_written_s3_checkpoint_is_ignored_then_replaced(s3_env, s3_endpoint
     assert not {k for k in copied if "/d/" in k} & set(_keys(s3_endpoint, bucket, "runs/b/12/"))
 
 
+def test_staged_copies_of_a_killed_run_are_removed_at_the_next_start(
+    s3_env, s3_endpoint, bucket, tmp_path, monkeypatch, caplog
+):
+    from internevo_jax.checkpoint.manager import CheckpointManager
+
+    cfg = _cfg(f"boto3:s3://{bucket}/runs/k", tmp_path / "stage", checkpoint_every=4)
+    state, _, loader = make_state(cfg, perturb=0.1)
+    staged = tmp_path / "stage" / "internevo_jax" / bucket / "runs" / "k"
+    flags = staged.parent / "k.uploads"
+    # a run killed after "checkpoint of step 4 complete" and before it deleted the staged copy
+    with monkeypatch.context() as patch:
+        patch.setattr(CheckpointManager, "_delete_staged", lambda self, mngr, slot, step: None)
+        _save(cfg, tmp_path, range(1, 5), state, loader)
+    assert (staged / "4" / "model").is_dir() and sorted(os.listdir(flags))
+    (staged / "8.orbax-checkpoint-tmp-1").mkdir()  # and a save it had begun to write
+    with caplog.at_level(logging.WARNING, logger="internevo_jax"):
+        restored, ctx = _resume(cfg, tmp_path)
+        manager = build_checkpoint_manager(cfg, str(tmp_path))
+        manager.finalize()
+    assert f"removed what an earlier run left in the staging folder {staged}: 4, 8.orbax" in caplog.text
+    assert os.listdir(staged) == [] and not flags.exists()
+    assert ctx.step == 4 and "runs/k/4/COMMITTED" in _keys(s3_endpoint, bucket, "runs/k/")
+    assert_trees_equal(restored, host_tree(state))
+    # the next save of the same step goes through as usual
+    _save(cfg, tmp_path, [8], state, loader)
+    assert "runs/k/8/COMMITTED" in _keys(s3_endpoint, bucket, "runs/k/")
+    assert os.listdir(staged) == []
+
+
 def test_snapshots_and_keep_last_n_on_s3(s3_env, s3_endpoint, bucket, tmp_path):
     cfg = _cfg(
         f"boto3:s3://{bucket}/runs/c",

@@ -115,9 +115,9 @@ def test_writing_into_a_used_folder_or_impossible_sizes_is_refused(reference_run
     jax2internevo = tool("jax2internevo")
 
     _, _, _, ours, internevo = reference_run
-    assert jax2internevo.main(["--src", str(ours), "--tgt", str(internevo)]) == 1
+    assert jax2internevo.main(["--src", str(ours), "--tgt", str(internevo)]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
-    assert jax2internevo.main(["--src", str(ours), "--tgt", str(tmp_path / "x"), "--tensor", "3"]) == 1
+    assert jax2internevo.main(["--src", str(ours), "--tgt", str(tmp_path / "x"), "--tensor", "3"]) == 2
     assert "tensor=3 does not divide the 4 attention heads" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 

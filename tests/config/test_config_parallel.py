@@ -126,3 +126,17 @@ def test_weight_parallel_is_the_sharding_group():
 def test_world_size_must_be_positive():
     with pytest.raises(ConfigError):
         sizes({}, 0)
+
+
+def test_num_chunks_without_a_pipeline_gets_a_no_effect_note():
+    lines = []
+    model = dict(num_layers=4, num_chunks=2)
+    config_from_dict({"model": model}, source="cfg.py", log=lines.append)
+    notes = [line for line in lines if "model.num_chunks=2 has no effect" in line]
+    assert len(notes) == 1 and "parallel.pipeline.size=1" in notes[0] and notes[0].startswith("cfg.py: ")
+    lines.clear()
+    config_from_dict({"model": model, "parallel": dict(pipeline=2)}, source="cfg.py", log=lines.append)
+    assert not [line for line in lines if "num_chunks" in line]  # interleaves the 2 stages
+    lines.clear()
+    config_from_dict({"model": dict(num_layers=4)}, source="cfg.py", log=lines.append)
+    assert not [line for line in lines if "num_chunks" in line]

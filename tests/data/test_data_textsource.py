@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -49,3 +50,20 @@ def test_field_errors_name_the_place(tmp_path):
     txt.write_text("plain\n", "utf-8")
     with pytest.raises(DataError, match="no 'text' field"):
         TextReader(txt, mode=RecordText.FIELD)
+
+
+def test_jsonl_lines_that_are_not_json_are_kept_raw_and_counted_once(tmp_path, caplog):
+    lines = ['{"text": "a"}\n', "plain words\n", '{"text": "b"}\n', "{broken\n", "\n", "[1, 2]\n", "tail"]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    caplog.set_level(logging.WARNING, logger="internevo_jax.data.textsource")
+    reader = TextReader(path)
+    assert list(reader) == lines  # every line is the text, JSON or not, as InternEvo's tool reads it
+    assert (reader.not_json, reader.first_not_json) == (3, 2)  # blank lines are not counted
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{path}: 3 lines are not JSON (the first: line 2)")
+    caplog.clear()
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "a"}\n\n{"b": 1}\n', encoding="utf-8")
+    assert len(list(TextReader(good))) == 3 and not caplog.records

@@ -111,3 +111,24 @@ def test_no_checkpoint_anywhere_is_named(tmp_path, capsys):
     assert gen.main(["--config", config, "--prompt_ids", "1,2"]) == 1
     err = capsys.readouterr().err
     assert "error: no checkpoint: ckpt.save_ckpt_folder=" in err and "does not exist; pass --ckpt PATH" in err
+
+
+def test_prompt_past_max_position_embeddings_warns_without_a_tokenizer(tmp_path, capsys):
+    config = write_config(tmp_path, "do_sample=False", tokenizer=False)
+    cfg = load_config(config, log=lambda *a: None)
+    save_params(str(tmp_path / "ckpt"), random_params(cfg, seed=1), cfg)
+    long = ",".join(["7"] * 17)  # max_position_embeddings=16
+    argv = [
+        "--config",
+        config,
+        "--ckpt",
+        str(tmp_path / "ckpt"),
+        "--prompt_ids",
+        long,
+        "--max_new_tokens",
+        "2",
+    ]
+    assert gen.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "warning: rows reach 19 tokens, past model.max_position_embeddings=16" in err
+    assert err.count("\n") == 1 and len([line for line in out.splitlines() if line.startswith("ids: ")]) == 1

@@ -142,14 +142,14 @@ def test_existing_target_needs_overwrite(tmp_path, llama_dir):
 
 def test_tools_exit_non_zero_with_a_message(tmp_path, capsys):
     convert2hf, hf2internevo = load_tool("convert2hf"), load_tool("hf2internevo")
-    assert convert2hf.main(["--src", str(tmp_path / "nothing"), "--tgt", str(tmp_path / "hf")]) == 1
+    assert convert2hf.main(["--src", str(tmp_path / "nothing"), "--tgt", str(tmp_path / "hf")]) == 2
     assert "error: No checkpoint at" in capsys.readouterr().err
     cfg = tiny_cfg("LLAMA2")
     save_params(str(tmp_path / "ckpt"), random_params(cfg), cfg)
     os.remove(tmp_path / "ckpt" / "COMMITTED")
-    assert convert2hf.main(["--src", str(tmp_path / "ckpt"), "--tgt", str(tmp_path / "hf")]) == 1
+    assert convert2hf.main(["--src", str(tmp_path / "ckpt"), "--tgt", str(tmp_path / "hf")]) == 2
     assert "incomplete" in capsys.readouterr().err
-    assert hf2internevo.main(["--src", str(tmp_path), "--tgt", str(tmp_path / "out")]) == 1
+    assert hf2internevo.main(["--src", str(tmp_path), "--tgt", str(tmp_path / "out")]) == 2
     assert "config.json does not exist" in capsys.readouterr().err
     # The real command line: non-zero exit status and the message on stderr.
     result = subprocess.run(
@@ -166,4 +166,4 @@ def test_tools_exit_non_zero_with_a_message(tmp_path, capsys):
         timeout=120,
         cwd=REPO,
     )
-    assert result.returncode == 1 and "error:" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr

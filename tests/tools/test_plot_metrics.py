@@ -114,7 +114,7 @@ def test_live_run_unfinished_last_line_is_skipped(tmp_path):
 
 def test_missing_folder(tmp_path, capsys):
     code, _, err = run_main(capsys, tmp_path / "nope", "--out", tmp_path / "p")
-    assert code == 1
+    assert code == 2
     assert "nope does not exist" in err and "metrics.jsonl" in err
     assert len(err.strip().splitlines()) == 1
 
@@ -122,7 +122,7 @@ def test_missing_folder(tmp_path, capsys):
 def test_folder_without_metrics(tmp_path, capsys):
     (tmp_path / "empty_run").mkdir()
     code, _, err = run_main(capsys, tmp_path / "empty_run", "--out", tmp_path / "p")
-    assert code == 1
+    assert code == 2
     assert "empty_run has no metrics.jsonl" in err
 
 
@@ -130,7 +130,7 @@ def test_empty_file(tmp_path, capsys):
     run = write_run(tmp_path / "run", [])
     (run / "metrics.jsonl").write_text("")
     code, _, err = run_main(capsys, run, "--out", tmp_path / "p")
-    assert code == 1
+    assert code == 2
     assert f"{run / 'metrics.jsonl'} is empty" in err
 
 
@@ -147,7 +147,7 @@ def test_corrupt_line_names_file_and_line(tmp_path, capsys, bad, what):
     with open(run / "metrics.jsonl", "a") as f:
         f.write(bad + "\n" + json.dumps(record(3)) + "\n")
     code, _, err = run_main(capsys, run, "--out", tmp_path / "p")
-    assert code == 1
+    assert code == 2
     assert f"{run / 'metrics.jsonl'}, line 2," in err and what in err
     assert not (tmp_path / "p").exists()
 
@@ -157,12 +157,12 @@ def test_unwritable_out(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     code, _, err = run_main(capsys, run, "--out", blocker / "plots")
-    assert code == 1
+    assert code == 2
     assert err.startswith(f"error: cannot write to {blocker / 'plots'}: ")
 
 
 def test_without_matplotlib_cli_says_what_to_install(tmp_path):
-    """The CLI as a user runs it, with matplotlib unimportable: one line, exit 1, no traceback."""
+    """The CLI as a user runs it, with matplotlib unimportable: one line, exit 2, no traceback."""
     run = write_run(tmp_path / "run", [record(1), record(2)])
     block = (
         "import runpy, sys; sys.modules['matplotlib'] = None; "
@@ -170,7 +170,7 @@ def test_without_matplotlib_cli_says_what_to_install(tmp_path):
         f"runpy.run_path({str(ROOT / 'tools' / 'plot_metrics.py')!r}, run_name='__main__')"
     )
     proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "pip install 'internevo_jax[plot]'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "p").exists()

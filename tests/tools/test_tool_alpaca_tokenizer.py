@@ -81,21 +81,21 @@ def test_alpaca_errors_name_file_and_record(tmp_path, internlm_tokenizer):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": }]')
     r = run_tool("alpaca_tokenizer.py", bad_json, out, internlm_tokenizer)
-    assert r.returncode == 1 and "bad.json, line 2" in r.stderr and "not valid JSON" in r.stderr
+    assert r.returncode == 2 and "bad.json, line 2" in r.stderr and "not valid JSON" in r.stderr
     assert "Traceback" not in r.stderr
 
     missing = tmp_path / "missing.json"
     missing.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "c", "input": ""}]))
     r = run_tool("alpaca_tokenizer.py", missing, out, internlm_tokenizer)
-    assert r.returncode == 1 and "missing.json, record 2 has no 'output' field" in r.stderr
+    assert r.returncode == 2 and "missing.json, record 2 has no 'output' field" in r.stderr
 
     wrong_type = tmp_path / "type.json"
     wrong_type.write_text(json.dumps([{"instruction": "a", "output": 3}]))
     r = run_tool("alpaca_tokenizer.py", wrong_type, out, internlm_tokenizer)
-    assert r.returncode == 1 and "record 1: field 'output' is a JSON int" in r.stderr
+    assert r.returncode == 2 and "record 1: field 'output' is a JSON int" in r.stderr
 
     not_list = tmp_path / "obj.json"
     not_list.write_text(json.dumps({"instruction": "a", "output": "b"}))
     r = run_tool("alpaca_tokenizer.py", not_list, out, internlm_tokenizer)
-    assert r.returncode == 1 and "not a list" in r.stderr
+    assert r.returncode == 2 and "not a list" in r.stderr
     assert not out.exists()  # nothing is written for a bad input

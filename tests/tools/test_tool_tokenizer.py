@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import sentencepiece as spm
-from tool_helpers import run_tool
+from tool_helpers import run_tool, small_tokenizer
 
 
 def test_txt_to_bin_and_meta(tmp_path, internlm_tokenizer):
@@ -108,3 +108,31 @@ def test_missing_input(tmp_path, internlm_tokenizer):
         internlm_tokenizer,
     )
     assert r.returncode != 0 and "nope.txt does not exist" in r.stderr
+
+
+def test_jsonl_lines_that_are_not_json_are_tokenized_raw_with_one_warning(tmp_path):
+    tokenizer, _ = small_tokenizer(tmp_path / "small.model")
+    src = tmp_path / "in.jsonl"
+    lines = ['{"text": "the quick fox"}\n', "not json at all\n", '{"text": "judge my vow"}\n', "{cut off\n"]
+    src.write_text("".join(lines), encoding="utf-8")
+    out = tmp_path / "o.bin"
+    r = run_tool(
+        "tokenizer.py",
+        "--text_input_path",
+        src,
+        "--bin_output_path",
+        out,
+        "--tokenizer_path",
+        tokenizer,
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
+    assert [json.loads(x)["tokens"] for x in out.read_bytes().splitlines()] == [
+        [1, *sp.encode(t), 2] for t in lines
+    ]
+    warnings = [line for line in r.stderr.splitlines() if "not JSON" in line]
+    assert warnings == [
+        f"WARNING: {src}: 2 lines are not JSON (the first: line 2); each .jsonl line is tokenized as raw text, "
+        "so these were too (as in InternEvo). Fix them if the file should hold one JSON record per line."
+    ]
