@@ -13,15 +13,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from internevo_jax.checkpoint.errors import CheckpointError, StorageUnreachable
 
 logger = logging.getLogger("internevo_jax")
+T = TypeVar("T")
 
 # How often a long wait logs that it is still waiting: the other processes and a save's background
 # work are waited for in minutes, an S3 request is answered in milliseconds by a healthy endpoint.
 LOG_EVERY_S = 30.0
 S3_LOG_EVERY_S = 5.0
+# The pause before the second try of an S3 operation (doubled after each).
+RETRY_BACKOFF_S = 2.0
 
 
 class DeadlineExceeded(CheckpointError):
@@ -84,6 +88,38 @@ class Deadlines:
         from internevo_jax.config.schema import CkptConfig
 
         return cls.from_config(CkptConfig())
+
+
+def retrying(what: str, fn: Callable[[], T], attempts: int, until: Countdown | None = None) -> T:
+    """fn(), tried `attempts` times (ckpt.s3_attempts) with doubling pauses while the storage is
+    unreachable; `what` names the operation in the log ("uploading for the checkpoint of step 4").
+    With `until` (an upload's deadline) no try starts past it: when the pause before the next try
+    would end after it, it gives up at once."""
+    delay = RETRY_BACKOFF_S
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except StorageOutOfTime:
+            raise
+        except StorageUnreachable as err:
+            if attempt < attempts and until is not None and until.left() <= delay:
+                raise StorageOutOfTime(
+                    f"{err} No further try: the upload did not finish within {until.deadline}; raise "
+                    f"{until.deadline.key} for large checkpoints or slow links."
+                ) from err
+            if attempt == attempts:
+                raise
+            logger.warning(
+                "%s failed (attempt %d of %d, ckpt.s3_attempts): %s Retrying in %.1fs.",
+                what,
+                attempt,
+                attempts,
+                err,
+                delay,
+            )
+            time.sleep(delay)
+            delay *= 2
+    raise ValueError(f"attempts must be 1 or more, got {attempts}")
 
 
 @contextlib.contextmanager

@@ -6,8 +6,10 @@ logs while it waits, and at expiry raises DeadlineExceeded naming the processes 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -47,6 +49,19 @@ def _expired(what: str, deadline: Deadline, missing: list[int] | None) -> Deadli
     )
 
 
+@contextlib.contextmanager
+def _bounded(what: str, deadline: Deadline, missing: Callable[[BaseException], list[int] | None]):
+    """Log while the block waits for the other processes; turn the runtime's time-out into
+    DeadlineExceeded naming what was waited for and the processes `missing(err)` finds absent."""
+    with logged_wait(what, deadline):
+        try:
+            yield
+        except Exception as err:
+            if not _timed_out(err):
+                raise
+            raise _expired(what, deadline, missing(err)) from err
+
+
 def _absent_from_barrier(err: BaseException) -> list[int]:
     """The processes a timed-out barrier names ("Some timed out task names:" then one per line)."""
     match = re.search(r"timed out task names:\s*\n(.*?)(?:\n\s*\n|$)", str(err), re.S)
@@ -68,13 +83,8 @@ def barrier(name: str, deadline: Deadline) -> None:
 
     key = f"internevo_jax_ckpt:{name}:{next(_barrier_ids)}"
     what = f"the other processes at the checkpoint step '{name}'"
-    with logged_wait(what, deadline):
-        try:
-            multihost.get_barrier_sync_fn()(key=key, timeout_ms=_timeout_ms(deadline.seconds))
-        except Exception as err:
-            if not _timed_out(err):
-                raise
-            raise _expired(what, deadline, _absent_from_barrier(err)) from err
+    with _bounded(what, deadline, _absent_from_barrier):
+        multihost.get_barrier_sync_fn()(key=key, timeout_ms=_timeout_ms(deadline.seconds))
 
 
 def agree_max(
@@ -110,14 +120,9 @@ def _gather(client, prefix: str, processes, deadline: Deadline, what: str) -> li
     """The values the processes set under `prefix`, waiting for them at most `deadline` in all."""
     countdown = deadline.start()
     out = []
-    with logged_wait(what, deadline):
+    with _bounded(what, deadline, lambda _: _absent_keys(client, prefix, processes)):
         for p in processes:
-            try:
-                out.append(client.blocking_key_value_get(f"{prefix}{p}", _timeout_ms(countdown.left())))
-            except Exception as err:
-                if not _timed_out(err):
-                    raise
-                raise _expired(what, deadline, _absent_keys(client, prefix, processes)) from err
+            out.append(client.blocking_key_value_get(f"{prefix}{p}", _timeout_ms(countdown.left())))
     return out
 
 
@@ -153,11 +158,6 @@ def from_primary(values: list[int], deadline: Deadline, *, what: str = "process 
     if is_primary():
         client.key_value_set(key, ",".join(str(int(v)) for v in values))
         return [int(v) for v in values]
-    with logged_wait(what, deadline):
-        try:
-            text = client.blocking_key_value_get(key, _timeout_ms(deadline.seconds))
-        except Exception as err:
-            if not _timed_out(err):
-                raise
-            raise _expired(what, deadline, [0]) from err
+    with _bounded(what, deadline, lambda _: [0]):
+        text = client.blocking_key_value_get(key, _timeout_ms(deadline.seconds))
     return [int(x) for x in text.split(",")]

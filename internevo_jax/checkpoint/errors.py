@@ -17,22 +17,32 @@ class StorageUnreachable(CheckpointError):
     """
 
 
+def cause_chain(err: BaseException | None):
+    """`err`, then what caused it, as a traceback shows them: the explicit cause, else the context
+    unless it was suppressed (`raise ... from None`)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = (
+            err.__cause__
+            if err.__cause__ is not None
+            else (None if err.__suppress_context__ else err.__context__)
+        )
+
+
 def is_disk_full(err: BaseException) -> bool:
     """True when `err` (or anything in its cause chain) says the disk is full.
 
     TensorStore reports ENOSPC as a ValueError whose text carries the OS message, not as an
     OSError, so the text is checked as well as errno.
     """
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        text = str(err)
-        if "No space left on device" in text or "ENOSPC" in text:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+        or "No space left on device" in str(e)
+        or "ENOSPC" in str(e)
+        for e in cause_chain(err)
+    )
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:

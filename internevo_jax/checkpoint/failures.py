@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from internevo_jax.checkpoint.errors import CheckpointError, first_line
+from internevo_jax.checkpoint.errors import CheckpointError, cause_chain, first_line
 from internevo_jax.writable import unwritable_reason
 
 logger = logging.getLogger("internevo_jax")
@@ -43,21 +43,13 @@ _STORAGE_TEXTS = (
 )
 
 
-def _chain(err: BaseException | None):
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
-
-
 def is_storage_failure(err: BaseException | None) -> bool:
     """True when `err` (or anything in its cause chain) says the folder cannot be written.
 
     TensorStore reports file-system errors as ValueErrors carrying the OS message, so the text is
     checked as well as errno.
     """
-    for e in _chain(err):
+    for e in cause_chain(err):
         if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
             return True
         text = str(e)
@@ -76,7 +68,7 @@ def storage_reason(err: BaseException) -> str:
     TensorStore words EROFS as PERMISSION_DENIED and puts the OS text last, after long paths; its
     OS text and the file are taken from there.
     """
-    for e in _chain(err):
+    for e in cause_chain(err):
         if isinstance(e, OSError) and e.strerror:
             return f"{e.strerror}: {e.filename!r}" if e.filename else e.strerror
         text = str(e)
@@ -205,7 +197,7 @@ def _is_cancelled(err: BaseException) -> bool:
     import concurrent.futures
 
     return any(
-        isinstance(e, (concurrent.futures.CancelledError, asyncio.CancelledError)) for e in _chain(err)
+        isinstance(e, (concurrent.futures.CancelledError, asyncio.CancelledError)) for e in cause_chain(err)
     )
 
 

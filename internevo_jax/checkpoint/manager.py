@@ -80,7 +80,8 @@ class CheckpointManager:
         self._orbax: dict[str, ocp.CheckpointManager] = {}
         self._job: threading.Thread | None = None
         self._job_error: BaseException | None = None
-        self._job_step, self._job_started = -1, 0.0  # the in-flight save's step and time.monotonic()
+        # the in-flight save's step, and its ckpt.save_timeout_s counting from its start
+        self._job_step, self._job_clock = -1, self.deadlines.save.start()
         self._job_phase = ""  # what the background save is doing, for a save that runs out of time
         self._stuck = False  # a background save ran past ckpt.save_timeout_s and may still be running
         self._saved_steps: set[int] = set()
@@ -247,7 +248,7 @@ class CheckpointManager:
             name=f"checkpoint-{step}",
             daemon=True,
         )
-        self._job_started, self._job_step = time.monotonic(), step
+        self._job_clock, self._job_step = self.deadlines.save.start(), step
         self._job_phase = "waiting for orbax to finish writing"
         self._job.start()
         if isinstance(self.root, S3Location) and not self.background_upload:
@@ -314,7 +315,7 @@ class CheckpointManager:
         next save starts together."""
         if distributed.is_primary():
             target = self.root.join(hf_copy_name(step))
-            scratch = f"{self._stage_root.rstrip('/')}.hf"
+            scratch = staging.hf_scratch_folder(self._stage_root)
             self.hf_copy.write(step, source, checkpoint, target, self.files, scratch)
         distributed.barrier(f"hf_copy_{step}", self.deadlines.save)
 
@@ -345,11 +346,11 @@ class CheckpointManager:
             if previous
             else "no complete checkpoint exists yet"
         )
-        removed, left = self._remove_partial(slot, step)
+        removed_paths, left = self._remove_partial(slot, step)
         if left:
             removed = f", its half-written files could not all be removed (delete {', '.join(left)})"
         else:
-            removed = ", the half-written save was removed" if removed else ""
+            removed = ", the half-written save was removed" if removed_paths else ""
         staged_in = f" (staged in {self._stage_root})" if isinstance(self.root, S3Location) else ""
         if is_disk_full(err):
             return CheckpointError(
@@ -418,7 +419,7 @@ class CheckpointManager:
             level=logging.INFO,
             progress=lambda: f"now {self._job_phase}",
         ):
-            job.join(max(0.0, deadline.seconds - (time.monotonic() - self._job_started)))
+            job.join(self._job_clock.left())
         if job.is_alive():
             self._stuck = True
             raise DeadlineExceeded(

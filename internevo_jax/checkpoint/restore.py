@@ -16,7 +16,7 @@ from internevo_jax.checkpoint.content import (
     optimizer_tree,
     restores_context,
 )
-from internevo_jax.checkpoint.errors import CheckpointError, first_line
+from internevo_jax.checkpoint.errors import CheckpointError, cause_chain, first_line
 from internevo_jax.checkpoint.failures import quiet_closed_loop_callbacks
 
 # TensorStore's error texts: the file or OCDBT key it failed on, and the parts never shown to a user
@@ -46,12 +46,7 @@ def _clean(text: str, path: str) -> str:
 def _damage(err: BaseException, path: str, item: str | None = None) -> tuple[str, str]:
     """(what is damaged, why) for a failed read of the checkpoint folder `path`: the file relative to
     `path` where the error names one, else the array and its item's folder, else the item."""
-    chain, seen = [], set()
-    e = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(e)
-        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+    chain = list(cause_chain(err))
     if item is not None and any(isinstance(x, json.JSONDecodeError) for x in chain):
         bad = next(x for x in chain if isinstance(x, json.JSONDecodeError))
         return f"the file {item}/_METADATA", f"not valid JSON: {first_line(bad)}"

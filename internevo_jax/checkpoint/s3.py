@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,7 +24,6 @@ from internevo_jax.checkpoint.storage import S3Location, S3Settings, S3Timeouts
 logger = logging.getLogger("internevo_jax")
 
 TRANSFER_THREADS = 8
-RETRY_BACKOFF_S = 2.0  # pause before the second try of a download; doubled after each
 # Answers that say the service is (momentarily) unable to serve, not that the request is wrong.
 _SERVER_ERRORS = {
     "500",
@@ -323,7 +321,7 @@ class S3Store:
                         loc.bucket, loc.join(rel).prefix, target, Config=self._transfer_config
                     )
 
-            self._tried(f"downloading {loc.join(rel).url}", fetch)
+            deadlines.retrying(f"downloading {loc.join(rel).url}", fetch, self.attempts)
             done.add()
 
         with self._waiting(
@@ -345,26 +343,6 @@ class S3Store:
                 batch = [{"Key": k} for k in keys[i : i + 1000]]
                 self.client.delete_objects(Bucket=loc.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
-
-    def _tried(self, what: str, fn: Callable[[], None]) -> None:
-        """fn(), tried `ckpt.s3_attempts` times with doubling pauses while the endpoint is unreachable."""
-        delay = RETRY_BACKOFF_S
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except StorageUnreachable as err:
-                if attempt == self.attempts:
-                    raise
-                logger.warning(
-                    "%s failed (attempt %d of %d, ckpt.s3_attempts): %s Retrying in %.1fs.",
-                    what,
-                    attempt,
-                    self.attempts,
-                    err,
-                    delay,
-                )
-                time.sleep(delay)
-                delay *= 2
 
     @staticmethod
     def _run_all(fn: Callable[[str], None], items: list[str]) -> None:

@@ -49,6 +49,16 @@ def restore_folder(source: S3Location, tmp_folder: str | None, run_dir: str, *, 
     )
 
 
+def uploads_folder(stage_root: str) -> str:
+    """Where the processes' flag files of S3 uploads lie (upload.flag), next to the staging folder."""
+    return stage_root.rstrip("/") + ".uploads"
+
+
+def hf_scratch_folder(stage_root: str) -> str:
+    """Where the Hugging Face copy of an S3 checkpoint is written before its upload."""
+    return stage_root.rstrip("/") + ".hf"
+
+
 def remove_leftovers(stage_root: str) -> list[str]:
     """Delete what an earlier run left in the staging folder; the names removed.
 
@@ -68,8 +78,7 @@ def remove_leftovers(stage_root: str) -> list[str]:
                 else:
                     os.remove(path)
                 removed.append(name)
-    for sibling in (".uploads", ".hf"):  # upload.flag's folder, the Hugging Face copy's scratch
-        path = stage_root.rstrip("/") + sibling
+    for path in (uploads_folder(stage_root), hf_scratch_folder(stage_root)):
         if os.path.isdir(path) and os.listdir(path):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(os.path.basename(path))

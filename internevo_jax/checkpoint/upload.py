@@ -11,50 +11,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 
-from internevo_jax.checkpoint import distributed
-from internevo_jax.checkpoint.deadlines import Countdown, Deadlines, StorageOutOfTime
+from internevo_jax.checkpoint import deadlines, distributed
+from internevo_jax.checkpoint.deadlines import Countdown, Deadlines
 from internevo_jax.checkpoint.errors import StorageUnreachable
 from internevo_jax.checkpoint.layout import ITEMS, MARKER, marker_text
+from internevo_jax.checkpoint.staging import uploads_folder
 from internevo_jax.checkpoint.storage import S3Location
 
 logger = logging.getLogger("internevo_jax")
 
-# The pause before the first retry of an S3 operation of a save (doubled after each).
-UPLOAD_BACKOFF_S = 2.0
-
 
 def retrying(what: str, fn, step: int, attempts: int, until: Countdown | None = None):
-    """fn(), tried `attempts` times (ckpt.s3_attempts) with doubling pauses while the endpoint is
-    unreachable. With `until` (the upload's deadline) no try starts past it: when the pause before
-    the next try would end after it, the upload gives up at once."""
-    delay = UPLOAD_BACKOFF_S
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except StorageOutOfTime:
-            raise
-        except StorageUnreachable as err:
-            if attempt < attempts and until is not None and until.left() <= delay:
-                raise StorageOutOfTime(
-                    f"{err} No further try: the upload did not finish within {until.deadline}; raise "
-                    f"{until.deadline.key} for large checkpoints or slow links."
-                ) from err
-            if attempt == attempts:
-                raise
-            logger.warning(
-                "%s for the checkpoint of step %d failed (attempt %d of %d, ckpt.s3_attempts): %s "
-                "Retrying in %.1fs.",
-                what,
-                step,
-                attempt,
-                attempts,
-                err,
-                delay,
-            )
-            time.sleep(delay)
-            delay *= 2
+    """deadlines.retrying for an operation of the save of `step`."""
+    return deadlines.retrying(f"{what} for the checkpoint of step {step}", fn, attempts, until)
 
 
 def file_owner(rel: str) -> int:
@@ -72,7 +42,7 @@ def file_owner(rel: str) -> int:
 
 def flag(stage_root: str, slot: str, step: int, name: str) -> str:
     """A flag file in the (shared) staging area through which the processes agree on an upload."""
-    folder = stage_root.rstrip("/") + ".uploads"
+    folder = uploads_folder(stage_root)
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, f"{slot.replace('/', '-') or 'regular'}-{step}.{name}")
 

@@ -194,9 +194,9 @@ def test_endpoint_down_at_save_time_training_goes_on(monkeypatch, tmp_path, capl
     next scheduled save (server back on the same port) succeeds."""
     from moto.server import ThreadedMotoServer
 
-    from internevo_jax.checkpoint import upload as upload_module
+    from internevo_jax.checkpoint import deadlines
 
-    monkeypatch.setattr(upload_module, "UPLOAD_BACKOFF_S", 0.05)
+    monkeypatch.setattr(deadlines, "RETRY_BACKOFF_S", 0.05)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}.items():

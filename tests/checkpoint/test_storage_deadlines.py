@@ -28,7 +28,6 @@ from ckpt_helpers import (
 )
 
 from internevo_jax.checkpoint import CheckpointError, build_checkpoint_manager, deadlines
-from internevo_jax.checkpoint import upload as upload_module
 from internevo_jax.checkpoint.deadlines import DeadlineExceeded
 from internevo_jax.trainer.checkpointing import Checkpointing
 from internevo_jax.trainer.state import TrainContext
@@ -149,7 +148,7 @@ def test_upload_to_a_stopped_server_is_not_saved_within_its_deadline(monkeypatch
     """A moto server stopped with SIGSTOP before a save (it keeps accepting connections, never answers):
     the save ends as NOT saved within ckpt.upload_timeout_s, training goes on, and the next save after
     SIGCONT is complete."""
-    monkeypatch.setattr(upload_module, "UPLOAD_BACKOFF_S", 0.2)
+    monkeypatch.setattr(deadlines, "RETRY_BACKOFF_S", 0.2)
     with moto_process() as (server, endpoint):
         _s3_env(monkeypatch, endpoint)
         make_bucket(endpoint, "deadline")
@@ -202,7 +201,7 @@ def test_upload_to_a_stopped_server_is_not_saved_within_its_deadline(monkeypatch
 def test_a_save_past_its_deadline_stops_the_run_instead_of_waiting(monkeypatch, tmp_path):
     """The next save (or the end of training) waits for the one in flight at most ckpt.save_timeout_s:
     here its upload is stuck on a frozen server longer than that."""
-    monkeypatch.setattr(upload_module, "UPLOAD_BACKOFF_S", 0.2)
+    monkeypatch.setattr(deadlines, "RETRY_BACKOFF_S", 0.2)
     with moto_process() as (server, endpoint):
         _s3_env(monkeypatch, endpoint)
         make_bucket(endpoint, "slow")
